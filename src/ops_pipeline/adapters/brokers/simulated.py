@@ -1,0 +1,216 @@
+"""The built-in paper broker (``EXECUTION_MODE=SIMULATED``).
+
+One :class:`SimulatedExchange` keeps every account's book; :meth:`SimulatedExchange.broker_for`
+gives one account's :class:`SimulatedBroker`, which implements the ``Broker`` port and sees only
+that account. Rules, modelled on Alpaca paper trading of long options:
+
+- market orders only, whole contracts, filled at once: buys at the **ask**, sells at the **bid** of
+  the quote in force (``MarketData.option_quote`` at the clock's time), the quote's source and time
+  recorded on the fill;
+- refused like Alpaca refuses: outside regular hours (``market_closed``), a buy costing more than
+  the options buying power (``insufficient_buying_power``; long options are paid in full from cash),
+  a sell of more than is held — never an opening sell (``insufficient_qty``), a sell into no bid
+  (``no_bid``), a reused ``client_order_id`` (``duplicate_client_order_id``);
+- closing a position that does not exist raises :class:`PositionNotFound`;
+- at the close of an expiration day, held contracts settle at intrinsic value against the
+  underlying's last price (cash-settled; Alpaca exercises in-the-money contracts, which for a
+  long option is worth the same).
+
+Order ids are ``sim-{account}-{n}``: deterministic for the same sequence of calls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange_date
+from ops_pipeline.domain.values import CONTRACT_MULTIPLIER, ZERO, OccSymbol, OptionType, money
+from ops_pipeline.errors import OrderRejected, PositionNotFound
+from ops_pipeline.ports import (
+    BrokerAccount,
+    BrokerPosition,
+    Clock,
+    MarketData,
+    OrderRequest,
+    OrderResult,
+    OrderSide,
+    OrderStatus,
+)
+
+
+@dataclass
+class _Holding:
+    qty: int
+    avg_price: Decimal
+
+
+@dataclass
+class Settlement:
+    """A position removed by expiry: the price per share it settled at."""
+
+    symbol: OccSymbol
+    qty: int
+    price: Decimal
+    at: dt.datetime
+
+
+@dataclass
+class _Book:
+    account_number: str
+    cash: Decimal
+    holdings: dict[str, _Holding] = field(default_factory=dict)
+    orders: dict[str, OrderResult] = field(default_factory=dict)
+    by_client_id: dict[str, str] = field(default_factory=dict)
+    settlements: list[Settlement] = field(default_factory=list)
+    sequence: int = 0
+
+
+class SimulatedExchange:
+    """Every simulated account's book, one market, one clock."""
+
+    def __init__(self, market: MarketData, clock: Clock, calendar: TradingCalendar) -> None:
+        self.market = market
+        self.clock = clock
+        self.calendar = calendar
+        self._books: dict[str, _Book] = {}
+
+    def open_account(self, account_name: str, cash_usd: Decimal) -> None:
+        """Create an account holding ``cash_usd`` dollars (no-op if it exists)."""
+        if account_name not in self._books:
+            self._books[account_name] = _Book(account_number=f"SIM-{account_name.upper()}", cash=money(cash_usd))
+
+    def broker_for(self, account_name: str) -> SimulatedBroker:
+        """The ``Broker`` of one account.
+
+        Raises:
+            KeyError: no such account was opened.
+        """
+        return SimulatedBroker(self, account_name, self._books[account_name])
+
+    def settle_expirations(self) -> list[tuple[str, Settlement]]:
+        """Settle every contract expiring on or before today at intrinsic value (call at the close)."""
+        now = self.clock.now()
+        today = exchange_date(now)
+        settled = []
+        for name, book in self._books.items():
+            for key in [k for k, h in book.holdings.items() if OccSymbol.parse(k).expiration <= today]:
+                symbol, holding = OccSymbol.parse(key), book.holdings.pop(key)
+                spot = self.market.underlying_price(symbol.underlying, now) or ZERO
+                intrinsic = spot - symbol.strike if symbol.option_type is OptionType.CALL else symbol.strike - spot
+                price = money(max(intrinsic, ZERO))
+                book.cash += price * CONTRACT_MULTIPLIER * holding.qty
+                settlement = Settlement(symbol, holding.qty, price, now)
+                book.settlements.append(settlement)
+                settled.append((name, settlement))
+        return settled
+
+
+class SimulatedBroker:
+    """One account's view of the :class:`SimulatedExchange` (implements ``Broker``)."""
+
+    def __init__(self, exchange: SimulatedExchange, account_name: str, book: _Book) -> None:
+        self._exchange = exchange
+        self.account_name = account_name
+        self._book = book
+
+    # --- reads --------------------------------------------------------------------------------
+    def _mark(self, symbol: OccSymbol, holding: _Holding) -> Decimal:
+        quote = self._exchange.market.option_quote(symbol, self._exchange.clock.now())
+        return quote.mid if quote is not None else holding.avg_price
+
+    def get_account(self) -> BrokerAccount:
+        value = sum(
+            (self._mark(OccSymbol.parse(k), h) * CONTRACT_MULTIPLIER * h.qty for k, h in self._book.holdings.items()),
+            ZERO,
+        )
+        cash = self._book.cash
+        return BrokerAccount(self._book.account_number, money(cash + value), cash, cash, cash)
+
+    def get_positions(self) -> list[BrokerPosition]:
+        positions = []
+        for key, holding in sorted(self._book.holdings.items()):
+            symbol = OccSymbol.parse(key)
+            mark = self._mark(symbol, holding)
+            unrealized = money((mark - holding.avg_price) * CONTRACT_MULTIPLIER * holding.qty)
+            positions.append(BrokerPosition(symbol, holding.qty, holding.avg_price, mark, unrealized))
+        return positions
+
+    def get_order_by_client_id(self, client_order_id: str) -> OrderResult | None:
+        order_id = self._book.by_client_id.get(client_order_id)
+        return self._book.orders[order_id] if order_id else None
+
+    def settlements(self) -> list[Settlement]:
+        """Positions this account lost to expiry, oldest first."""
+        return list(self._book.settlements)
+
+    # --- orders -------------------------------------------------------------------------------
+    def submit_order(self, request: OrderRequest) -> OrderResult:
+        now = self._exchange.clock.now()
+        if request.client_order_id in self._book.by_client_id:
+            raise OrderRejected("duplicate_client_order_id", "client_order_id must be unique")
+        if request.qty < 1:
+            raise OrderRejected("invalid_qty", f"qty must be a whole number of contracts ≥ 1, got {request.qty}")
+        if not self._exchange.calendar.is_open(now):
+            raise OrderRejected("market_closed", f"options market orders are accepted in regular hours only ({now:%Y-%m-%d %H:%M} UTC)")
+        quote = self._exchange.market.option_quote(request.symbol, now)
+        if quote is None:
+            raise OrderRejected("no_quote", f"no quote for {request.symbol}")
+        key = str(request.symbol)
+        if request.side is OrderSide.BUY:
+            price = quote.ask
+            cost = price * CONTRACT_MULTIPLIER * request.qty
+            if cost > self._book.cash:
+                raise OrderRejected(
+                    "insufficient_buying_power",
+                    f"insufficient options buying power: need {cost:.2f} have {self._book.cash:.2f}",
+                )
+            self._book.cash -= cost
+            held = self._book.holdings.get(key)
+            if held is None:
+                self._book.holdings[key] = _Holding(request.qty, price)
+            else:
+                total = held.qty + request.qty
+                held.avg_price = (held.avg_price * held.qty + price * request.qty) / total
+                held.qty = total
+        else:
+            held = self._book.holdings.get(key)
+            if held is None or held.qty < request.qty:
+                raise OrderRejected(
+                    "insufficient_qty",
+                    f"held {held.qty if held else 0} of {key}, asked to sell {request.qty}; opening sells are refused",
+                )
+            if not quote.has_bid:
+                raise OrderRejected("no_bid", f"no bid for {key}")
+            price = quote.bid
+            self._book.cash += price * CONTRACT_MULTIPLIER * request.qty
+            held.qty -= request.qty
+            if held.qty == 0:
+                del self._book.holdings[key]
+        self._book.sequence += 1
+        order_id = f"sim-{self.account_name}-{self._book.sequence:06d}"
+        result = OrderResult(
+            broker_order_id=order_id,
+            client_order_id=request.client_order_id,
+            symbol=request.symbol,
+            side=request.side,
+            qty=request.qty,
+            status=OrderStatus.FILLED,
+            filled_qty=request.qty,
+            filled_avg_price=price,
+            submitted_at=now,
+            filled_at=now,
+            quote_source=quote.source,
+            quote_time=quote.quote_time,
+            quote_snapshot=quote.snapshot,
+        )
+        self._book.orders[order_id] = result
+        self._book.by_client_id[request.client_order_id] = order_id
+        return result
+
+    def close_position(self, symbol: OccSymbol, qty: int, client_order_id: str) -> OrderResult:
+        held = self._book.holdings.get(str(symbol))
+        if held is None:
+            raise PositionNotFound(f"position does not exist: {symbol}")
+        return self.submit_order(OrderRequest(client_order_id, symbol, OrderSide.SELL, min(qty, held.qty)))

@@ -1,0 +1,305 @@
+"""Repositories: what the services read and write, as values. They never commit.
+
+:class:`AccountRepository` serves one account and builds every statement through its
+:class:`~ops_pipeline.adapters.db.scope.AccountScope`. :class:`SharedRepository` serves the tables
+all accounts share (recommendations, the account registry).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, exists, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ops_pipeline.adapters.db.scope import AccountScope
+from ops_pipeline.adapters.db.tables import (
+    account_equity_snapshots,
+    account_metadata,
+    active_positions,
+    ai_option_trades,
+    dispatch_decisions,
+    dispatch_executions,
+    dispatch_runs,
+    recommendations,
+    trading_accounts,
+)
+from ops_pipeline.domain.market import Recommendation
+from ops_pipeline.domain.values import Action, StrategyType, to_decimal
+
+# Execution statuses: written before the order is sent, then resolved from the broker's answer.
+PENDING_SUBMIT = "pending_submit"
+FILLED = "filled"
+ACCEPTED = "accepted"
+REJECTED = "rejected"
+FAILED = "failed"
+LIVE_EXECUTION_STATUSES = (PENDING_SUBMIT, ACCEPTED, FILLED)
+OPEN_POSITION_STATUSES = ("open", "closing")
+
+
+def insert_ignore(conn: Connection, table, values: dict[str, Any], conflict: Sequence[str]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING on PostgreSQL and SQLite; True if a row was inserted."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
+    return conn.execute(stmt).rowcount == 1
+
+
+def _recommendation(row: Any) -> Recommendation:
+    return Recommendation(
+        id=row.id,
+        ticker=row.ticker,
+        action=Action(row.action),
+        strategy_type=StrategyType(row.strategy_type),
+        confidence=float(row.confidence),
+        volume_ratio=float(row.volume_ratio),
+        bar_time=row.bar_ts,
+        feature_time=row.feature_ts,
+        created_at=row.created_at,
+        underlying_price=to_decimal(row.underlying_price or 0),
+    )
+
+
+class SharedRepository:
+    """Recommendations and the account registry (not account-scoped)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add_recommendation(self, values: dict[str, Any]) -> bool:
+        """Store one recommendation; False if the same (source, ticker, bar, action) exists."""
+        return insert_ignore(self.conn, recommendations, values, ("source", "ticker", "bar_ts", "action"))
+
+    def register_account(self, *, name: str, tier: str, initial_balance: Decimal, state: str,
+                         notes: str, secret_name: str, now: dt.datetime) -> None:
+        """Insert the account in ``account_metadata`` and ``trading_accounts`` if absent."""
+        insert_ignore(self.conn, account_metadata, {
+            "account_name": name, "tier": tier, "initial_balance": initial_balance,
+            "created_at": now, "notes": notes,
+        }, ("account_name",))
+        insert_ignore(self.conn, trading_accounts, {
+            "account_name": name, "tier": tier, "initial_balance": initial_balance,
+            "current_balance": initial_balance, "state": state, "secret_name": secret_name,
+            "created_at": now, "notes": notes, "is_active": True,
+        }, ("account_name",))
+
+    def account_state(self, name: str) -> str | None:
+        return self.conn.execute(
+            select(trading_accounts.c.state).where(trading_accounts.c.account_name == name)
+        ).scalar_one_or_none()
+
+    def set_account_state(self, names: Iterable[str], state: str) -> int:
+        return self.conn.execute(
+            update(trading_accounts).where(trading_accounts.c.account_name.in_(list(names))).values(state=state)
+        ).rowcount
+
+    def account_names(self) -> list[str]:
+        return list(self.conn.execute(select(account_metadata.c.account_name).order_by(account_metadata.c.account_name)).scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureState:
+    """Open positions (incl. orders not yet positioned) and their notional, dollars."""
+
+    open_positions: int
+    open_exposure: Decimal
+
+
+class AccountRepository:
+    """Everything one account's runs read and write."""
+
+    def __init__(self, conn: Connection, account_name: str) -> None:
+        self.conn = conn
+        self.scope = AccountScope(account_name)
+        self.account_name = account_name
+
+    # --- runs ---------------------------------------------------------------------------------
+    def start_run(self, run_id: str, kind: str, now: dt.datetime) -> None:
+        self.conn.execute(self.scope.insert(dispatch_runs).values(run_id=run_id, kind=kind, started_at=now, status="running"))
+
+    def finish_run(self, run_id: str, now: dt.datetime, status: str, summary: dict[str, Any], error: str | None = None) -> None:
+        self.conn.execute(
+            self.scope.update(dispatch_runs).where(dispatch_runs.c.run_id == run_id)
+            .values(finished_at=now, status=status, summary=summary, error=error)
+        )
+
+    # --- claims and decisions -----------------------------------------------------------------
+    def _undecided(self):  # noqa: ANN202 - a SQL expression
+        d = dispatch_decisions
+        return ~exists(select(d.c.id).where(d.c.recommendation_id == recommendations.c.id, self.scope.owns(d)))
+
+    def reject_stale(self, *, run_id: str, now: dt.datetime, cutoff: dt.datetime, detail: str) -> int:
+        """Decide every undecided recommendation created before ``cutoff`` as stale, in one go."""
+        rows = self.conn.execute(
+            select(recommendations.c.id, recommendations.c.created_at)
+            .where(recommendations.c.created_at < cutoff, self._undecided())
+            .order_by(recommendations.c.id)
+        ).all()
+        for row in rows:
+            age = (now - row.created_at).total_seconds() / 60
+            insert_ignore(self.conn, dispatch_decisions, {
+                "recommendation_id": row.id, "account_name": self.account_name, "run_id": run_id,
+                "status": REJECTED, "reason_code": "recommendation_stale",
+                "reason_detail": f"age={age:.1f}min {detail}", "claimed_at": now, "decided_at": now,
+            }, ("recommendation_id", "account_name"))
+        return len(rows)
+
+    def claim(self, *, run_id: str, now: dt.datetime, limit: int, ttl: dt.timedelta) -> list[Recommendation]:
+        """Claim up to ``limit`` recommendations for this account, oldest first.
+
+        A recommendation is claimable when this account has no decision on it, or its claim is
+        still ``processing`` and older than ``ttl`` (a run that died). Claims are per account:
+        another account's decision never hides a recommendation from this one.
+        """
+        d = dispatch_decisions
+        stuck = list(self.conn.execute(
+            self.scope.select(d, d.c.recommendation_id)
+            .where(d.c.status == "processing", d.c.claimed_at < now - ttl)
+            .order_by(d.c.recommendation_id).limit(limit)
+        ).scalars())
+        if stuck:
+            self.conn.execute(
+                self.scope.update(d).where(d.c.recommendation_id.in_(stuck), d.c.status == "processing")
+                .values(run_id=run_id, claimed_at=now)
+            )
+        fresh = list(self.conn.execute(
+            select(recommendations.c.id)
+            .where(recommendations.c.created_at <= now, self._undecided())
+            .order_by(recommendations.c.created_at, recommendations.c.id)
+            .limit(max(0, limit - len(stuck)))
+        ).scalars())
+        claimed = list(stuck)
+        for rec_id in fresh:
+            if insert_ignore(self.conn, d, {
+                "recommendation_id": rec_id, "account_name": self.account_name, "run_id": run_id,
+                "status": "processing", "claimed_at": now,
+            }, ("recommendation_id", "account_name")):
+                claimed.append(rec_id)
+        if not claimed:
+            return []
+        rows = self.conn.execute(
+            select(recommendations).where(recommendations.c.id.in_(claimed))
+            .order_by(recommendations.c.created_at, recommendations.c.id)
+        ).all()
+        return [_recommendation(r) for r in rows]
+
+    def decide(self, recommendation_id: int, *, now: dt.datetime, status: str, reason_code: str | None = None,
+               detail: str | None = None, option_symbol: str | None = None,
+               quality_score: float | None = None, contracts: int | None = None) -> None:
+        self.conn.execute(
+            self.scope.update(dispatch_decisions)
+            .where(dispatch_decisions.c.recommendation_id == recommendation_id)
+            .values(status=status, reason_code=reason_code, reason_detail=detail, decided_at=now,
+                    option_symbol=option_symbol, quality_score=quality_score, contracts=contracts)
+        )
+
+    # --- executions ---------------------------------------------------------------------------
+    def create_execution(self, values: dict[str, Any]) -> int:
+        """Write an execution (status ``pending_submit``) before its order is sent; returns its id."""
+        return self.conn.execute(self.scope.insert(dispatch_executions).values(**values).returning(dispatch_executions.c.id)).scalar_one()
+
+    def update_execution(self, execution_id: int, **values: Any) -> None:
+        self.conn.execute(self.scope.update(dispatch_executions).where(dispatch_executions.c.id == execution_id).values(**values))
+
+    def pending_executions(self) -> list[Any]:
+        """Executions whose order outcome is unknown (written, not yet answered)."""
+        e = dispatch_executions
+        return self.conn.execute(self.scope.select(e).where(e.c.status == PENDING_SUBMIT).order_by(e.c.id)).all()
+
+    def exposure(self) -> ExposureState:
+        """Open and closing positions plus live orders without a position yet."""
+        p, e = active_positions, dispatch_executions
+        pos = self.conn.execute(
+            self.scope.select(p, func.count(), func.coalesce(func.sum(p.c.notional_value), 0))
+            .where(p.c.status.in_(OPEN_POSITION_STATUSES))
+        ).one()
+        unpositioned = ~exists(select(p.c.id).where(p.c.execution_id == e.c.id))
+        orders = self.conn.execute(
+            self.scope.select(e, func.count(), func.coalesce(func.sum(e.c.notional), 0))
+            .where(e.c.status.in_(LIVE_EXECUTION_STATUSES), unpositioned)
+        ).one()
+        return ExposureState(int(pos[0]) + int(orders[0]), to_decimal(pos[1]) + to_decimal(orders[1]))
+
+    def trades_by_ticker(self, since: dt.datetime) -> tuple[dict[str, int], dict[str, dt.datetime]]:
+        """Executions (not refused) per ticker since ``since``, and each ticker's latest trade ever."""
+        e = dispatch_executions
+        placed = e.c.status.in_(LIVE_EXECUTION_STATUSES)
+        today = self.conn.execute(
+            self.scope.select(e, e.c.ticker, func.count()).where(placed, e.c.simulated_ts >= since).group_by(e.c.ticker)
+        ).all()
+        last = self.conn.execute(
+            self.scope.select(e, e.c.ticker, func.max(e.c.simulated_ts)).where(placed).group_by(e.c.ticker)
+        ).all()
+        return {t: int(n) for t, n in today}, {t: _aware(ts) for t, ts in last}
+
+    def realized_pnl_since(self, since: dt.datetime) -> Decimal:
+        p = active_positions
+        value = self.conn.execute(
+            self.scope.select(p, func.coalesce(func.sum(p.c.realized_pnl), 0))
+            .where(p.c.status == "closed", p.c.closed_at >= since)
+        ).scalar_one()
+        return to_decimal(value)
+
+    # --- positions ----------------------------------------------------------------------------
+    def filled_without_position(self) -> list[Any]:
+        e, p = dispatch_executions, active_positions
+        return self.conn.execute(
+            self.scope.select(e).where(e.c.status == FILLED, ~exists(select(p.c.id).where(p.c.execution_id == e.c.id)))
+            .order_by(e.c.id)
+        ).all()
+
+    def create_position(self, values: dict[str, Any]) -> bool:
+        """One row per execution (unique ``execution_id``); False if it already exists."""
+        return insert_ignore(
+            self.conn, active_positions, {**values, "account_name": self.account_name}, ("execution_id",)
+        )
+
+    def open_positions(self) -> list[Any]:
+        p = active_positions
+        return self.conn.execute(self.scope.select(p).where(p.c.status.in_(OPEN_POSITION_STATUSES)).order_by(p.c.id)).all()
+
+    def update_position(self, position_id: int, **values: Any) -> None:
+        self.conn.execute(self.scope.update(active_positions).where(active_positions.c.id == position_id).values(**values))
+
+    def record_outcome(self, values: dict[str, Any]) -> None:
+        insert_ignore(self.conn, ai_option_trades, {**values, "account_name": self.account_name}, ("position_id",))
+
+    def snapshot_equity(self, values: dict[str, Any]) -> None:
+        insert_ignore(self.conn, account_equity_snapshots, {**values, "account_name": self.account_name},
+                      ("account_name", "taken_at"))
+
+    # --- read side (reports) ------------------------------------------------------------------
+    def executions(self) -> list[Any]:
+        e = dispatch_executions
+        return self.conn.execute(self.scope.select(e).order_by(e.c.simulated_ts, e.c.id)).all()
+
+    def positions(self) -> list[Any]:
+        p = active_positions
+        return self.conn.execute(self.scope.select(p).order_by(p.c.id)).all()
+
+    def decisions_by_reason(self) -> dict[str, int]:
+        d = dispatch_decisions
+        rows = self.conn.execute(
+            self.scope.select(d, d.c.reason_code, func.count())
+            .where(or_(d.c.status == REJECTED, d.c.status == "error")).group_by(d.c.reason_code)
+        ).all()
+        return {code or "unknown": int(n) for code, n in rows}
+
+    def equity_curve(self) -> list[Any]:
+        s = account_equity_snapshots
+        return self.conn.execute(self.scope.select(s).order_by(s.c.taken_at)).all()
+
+    def outcomes(self) -> list[Any]:
+        t = ai_option_trades
+        return self.conn.execute(self.scope.select(t).order_by(t.c.closed_at, t.c.id)).all()
+
+
+def _aware(ts: dt.datetime) -> dt.datetime:
+    """Aggregates (MAX) bypass the column type on SQLite: they come back naive UTC or as text."""
+    if isinstance(ts, str):
+        ts = dt.datetime.fromisoformat(ts)
+    return ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
+

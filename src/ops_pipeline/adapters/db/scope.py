@@ -1,0 +1,48 @@
+"""The one place that reads or writes account-scoped tables.
+
+An :class:`AccountScope` is built for one ``account_name`` and every statement it builds carries
+``account_name = :name``: a SELECT, UPDATE or DELETE gets the filter, an INSERT gets the value.
+Repositories build their statements here and have no way to name another account (seed 004: the
+position manager that forgot this filter duplicated positions every five minutes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Delete, Insert, Select, Table, Update, delete, insert, select, update
+
+from ops_pipeline.adapters.db.tables import ACCOUNT_SCOPED
+
+
+class AccountScope:
+    """Statement builders bound to one account."""
+
+    def __init__(self, account_name: str) -> None:
+        if not account_name:
+            raise ValueError("an account scope needs an account_name")
+        self.account_name = account_name
+
+    def _check(self, table: Table) -> Table:
+        if table.name not in ACCOUNT_SCOPED:
+            raise ValueError(f"{table.name} is not an account-scoped table")
+        return table
+
+    def owns(self, table: Table) -> ColumnElement[bool]:
+        """``table.account_name = :account_name`` (for joins and sub-queries)."""
+        return self._check(table).c.account_name == self.account_name
+
+    def select(self, table: Table, *columns: Any) -> Select[Any]:
+        """SELECT ``columns`` (default: all) FROM ``table`` WHERE account_name = this account."""
+        self._check(table)
+        return select(*(columns or (table,))).select_from(table).where(self.owns(table))
+
+    def insert(self, table: Table) -> Insert:
+        """INSERT INTO ``table`` with account_name preset."""
+        return insert(self._check(table)).values(account_name=self.account_name)
+
+    def update(self, table: Table) -> Update:
+        return update(self._check(table)).where(self.owns(table))
+
+    def delete(self, table: Table) -> Delete:
+        return delete(self._check(table)).where(self.owns(table))

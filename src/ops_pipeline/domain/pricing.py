@@ -1,0 +1,64 @@
+"""Black-Scholes (European, no dividends) for modelled quotes, deltas and implied volatility.
+
+Inputs are numpy arrays or floats: spot and strike in dollars, ``years`` to expiry (calendar
+days / 365), ``rate`` and ``sigma`` as annual fractions (0.04 = 4 %). Uses scipy's normal CDF.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.special import ndtr
+
+RISK_FREE_RATE = 0.04
+"""Annual risk-free rate used for every model price (a documented constant, not market data)."""
+MIN_YEARS = 1.0 / (365 * 24 * 60)
+"""One minute: the floor on time to expiry so that 0-DTE prices stay finite at the close."""
+IV_BOUNDS = (0.01, 5.0)
+
+
+def _d1_d2(spot: NDArray, strike: NDArray, years: NDArray, rate: float, sigma: NDArray) -> tuple[NDArray, NDArray]:
+    years = np.maximum(years, MIN_YEARS)
+    vol_t = sigma * np.sqrt(years)
+    d1 = (np.log(spot / strike) + (rate + 0.5 * sigma**2) * years) / vol_t
+    return d1, d1 - vol_t
+
+
+def bs_price(spot: ArrayLike, strike: ArrayLike, years: ArrayLike, sigma: ArrayLike, is_call: ArrayLike,
+             rate: float = RISK_FREE_RATE) -> NDArray:
+    """Option price per share, dollars."""
+    s, k, t, v = (np.asarray(x, dtype=float) for x in (spot, strike, years, sigma))
+    call = np.asarray(is_call, dtype=bool)
+    d1, d2 = _d1_d2(s, k, t, rate, v)
+    disc = k * np.exp(-rate * np.maximum(t, MIN_YEARS))
+    call_px = s * ndtr(d1) - disc * ndtr(d2)
+    put_px = disc * ndtr(-d2) - s * ndtr(-d1)
+    return np.where(call, call_px, put_px)
+
+
+def bs_delta(spot: ArrayLike, strike: ArrayLike, years: ArrayLike, sigma: ArrayLike, is_call: ArrayLike,
+             rate: float = RISK_FREE_RATE) -> NDArray:
+    """Delta: 0..1 for calls, -1..0 for puts."""
+    s, k, t, v = (np.asarray(x, dtype=float) for x in (spot, strike, years, sigma))
+    d1, _ = _d1_d2(s, k, t, rate, v)
+    n = ndtr(d1)
+    return np.where(np.asarray(is_call, dtype=bool), n, n - 1.0)
+
+
+def implied_vol(price: ArrayLike, spot: ArrayLike, strike: ArrayLike, years: ArrayLike, is_call: ArrayLike,
+                rate: float = RISK_FREE_RATE, iterations: int = 60) -> NDArray:
+    """Implied volatility by bisection on :data:`IV_BOUNDS`; NaN where no volatility fits the price
+    (below intrinsic value, or above the price at the upper bound)."""
+    p, s, k, t = (np.asarray(x, dtype=float) for x in (price, spot, strike, years))
+    call = np.asarray(is_call, dtype=bool)
+    low = np.full(np.broadcast(p, s, k, t).shape, IV_BOUNDS[0])
+    high = np.full_like(low, IV_BOUNDS[1])
+    p_low = bs_price(s, k, t, low, call, rate)
+    p_high = bs_price(s, k, t, high, call, rate)
+    valid = (p >= p_low) & (p <= p_high) & np.isfinite(p) & (p > 0)
+    for _ in range(iterations):
+        mid = 0.5 * (low + high)
+        above = bs_price(s, k, t, mid, call, rate) > p
+        high = np.where(above, mid, high)
+        low = np.where(above, low, mid)
+    return np.where(valid, 0.5 * (low + high), np.nan)

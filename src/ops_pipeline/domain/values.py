@@ -1,0 +1,115 @@
+"""Value types shared by every layer: enums with wire values, money helpers, OCC option symbols.
+
+Money and prices are :class:`decimal.Decimal` inside the domain. Premiums are dollars per share;
+one option contract covers :data:`CONTRACT_MULTIPLIER` shares, so a contract costs
+``premium × 100`` dollars.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+
+CONTRACT_MULTIPLIER = 100
+CENT = Decimal("0.01")
+ZERO = Decimal("0")
+
+
+class Action(StrEnum):
+    """What a recommendation asks for (wire values of the seeds' `recommendations.action`)."""
+
+    BUY_CALL = "BUY_CALL"
+    BUY_PUT = "BUY_PUT"
+
+
+class StrategyType(StrEnum):
+    """Holding horizon of a recommendation: ``day_trade`` buys 0–1 DTE, ``swing_trade`` 7–30 DTE."""
+
+    DAY_TRADE = "day_trade"
+    SWING_TRADE = "swing_trade"
+
+
+class OptionType(StrEnum):
+    CALL = "call"
+    PUT = "put"
+
+
+class Tier(StrEnum):
+    TINY = "tiny"
+    SMALL = "small"
+    MEDIUM = "medium"
+    LARGE = "large"
+
+
+class AccountState(StrEnum):
+    """Trading state of an account; ``paused`` and ``killed`` stop new entries (SPEC "Operations")."""
+
+    ENABLED = "enabled"
+    PAUSED = "paused"
+    KILLED = "killed"
+
+
+class ExecutionMode(StrEnum):
+    SIMULATED = "SIMULATED"
+    ALPACA_PAPER = "ALPACA_PAPER"
+
+
+def option_type_for(action: Action) -> OptionType:
+    """Calls for ``BUY_CALL``, puts for ``BUY_PUT``."""
+    return OptionType.CALL if action is Action.BUY_CALL else OptionType.PUT
+
+
+def money(value: Decimal | float | int | str) -> Decimal:
+    """Round a dollar amount to cents (half up), the precision stored in the database."""
+    return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def to_decimal(value: float | int | str | Decimal) -> Decimal:
+    """Convert a float from a data file or a broker to Decimal without binary-float noise."""
+    if isinstance(value, Decimal):
+        return value
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+def contract_cost(premium_usd: Decimal) -> Decimal:
+    """Dollars for one contract at ``premium_usd`` per share."""
+    return premium_usd * CONTRACT_MULTIPLIER
+
+
+_OCC_RE = re.compile(r"^(?P<root>[A-Z.]{1,6})(?P<date>\d{6})(?P<cp>[CP])(?P<strike>\d{8})$")
+
+
+@dataclass(frozen=True, slots=True)
+class OccSymbol:
+    """An OCC option symbol: root, expiration, call/put, strike (e.g. ``SPY260320C00660000``).
+
+    The strike is encoded in thousandths of a dollar over eight digits (OCC symbology).
+    """
+
+    underlying: str
+    expiration: dt.date
+    option_type: OptionType
+    strike: Decimal
+
+    @classmethod
+    def parse(cls, symbol: str) -> OccSymbol:
+        """Parse ``SPY260320C00660000``.
+
+        Raises:
+            ValueError: the text is not an OCC option symbol (the message quotes it).
+        """
+        match = _OCC_RE.match(symbol.strip().upper())
+        if match is None:
+            raise ValueError(f"not an OCC option symbol: {symbol!r}")
+        date = dt.datetime.strptime(match["date"], "%y%m%d").date()
+        option_type = OptionType.CALL if match["cp"] == "C" else OptionType.PUT
+        strike = Decimal(int(match["strike"])) / 1000
+        return cls(match["root"], date, option_type, strike.normalize())
+
+    def __str__(self) -> str:
+        thousandths = int((self.strike * 1000).to_integral_value(rounding=ROUND_HALF_UP))
+        cp = "C" if self.option_type is OptionType.CALL else "P"
+        return f"{self.underlying}{self.expiration:%y%m%d}{cp}{thousandths:08d}"
