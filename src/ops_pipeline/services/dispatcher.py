@@ -75,6 +75,7 @@ class Dispatcher:
         self.clock = clock
         self.execution_mode = execution_mode
         self.log = account_log("dispatcher", config.name)
+        self._tier_warned = False
 
     def run(self) -> DispatchSummary:
         now = self.clock.now()
@@ -118,7 +119,8 @@ class Dispatcher:
             realized = repo.realized_pnl_since(since)
         equity = broker_account.equity
         expected = self.config.expected_tier_for(equity)
-        if expected is not self.config.risk.account_tier:
+        if expected is not self.config.risk.account_tier and not self._tier_warned:
+            self._tier_warned = True
             self.log.warning("equity %.2f says tier %s, configured tier is %s (configured tier used)",
                              equity, expected.value, self.config.risk.account_tier.value)
         return AccountSnapshot(

@@ -173,10 +173,11 @@ class PositionManager:
             with self.db.transaction() as conn:
                 AccountRepository(conn, self.config.name).update_position(row.id, last_error=str(exc))
             return
-        self._close_record(row, result.filled_avg_price, reason, now, summary, contracts=result.filled_qty)
+        self._close_record(row, result.filled_avg_price, reason, now, summary, contracts=result.filled_qty,
+                           quote_source=result.quote_source.value if result.quote_source else None)
 
     def _close_record(self, row: Any, exit_price: Decimal | None, reason: ExitReason, now: dt.datetime,
-                      summary: ManageSummary, contracts: int | None = None) -> None:
+                      summary: ManageSummary, contracts: int | None = None, quote_source: str | None = None) -> None:
         qty = contracts or row.contracts
         pnl = realized_pnl(row.entry_price, exit_price, qty) if exit_price is not None else None
         summary.closed[reason.value] = summary.closed.get(reason.value, 0) + 1
@@ -184,7 +185,7 @@ class PositionManager:
         with self.db.transaction() as conn:
             repo = AccountRepository(conn, self.config.name)
             repo.update_position(row.id, status="closed", closed_at=now, exit_price=exit_price, exit_reason=reason.value,
-                                 realized_pnl=pnl, unrealized_pnl=None)
+                                 realized_pnl=pnl, unrealized_pnl=None, exit_quote_source=quote_source)
             repo.record_outcome({
                 "position_id": row.id, "ticker": row.ticker, "option_symbol": row.option_symbol,
                 "strategy_type": row.strategy_type, "quality_score": row.quality_score, "confidence": row.confidence,

@@ -192,6 +192,7 @@ active_positions = Table(
     Column("closed_at", UTCDateTime()),
     Column("exit_price", Premium),
     Column("exit_reason", String(24)),
+    Column("exit_quote_source", String(12)),
     Column("realized_pnl", Dollars),
     Column("current_price", Premium),
     Column("unrealized_pnl", Dollars),

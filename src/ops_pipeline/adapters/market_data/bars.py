@@ -79,15 +79,15 @@ class BarSeries:
         return int(np.searchsorted(self.end, now_epoch, side="right")) - 1
 
 
-def lot_scale_factors(volume: np.ndarray, slot: np.ndarray, level_window: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+def lot_scale_factors(volume: np.ndarray, slot: np.ndarray, day: np.ndarray, level_window: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Per-bar multipliers (1 or 100) that put every bar's volume in shares.
 
     Each bar is labelled *shares* or *lots* by a two-state Viterbi path over the bars in time
     order. A bar's cost in a state is the distance, in log10, between its volume (as shares, i.e.
     ×100 if lots) and the typical shares level; a change of state costs
     :data:`SWITCH_PENALTY_LOG10` (as much as 20 bars two decades off), so only a sustained ×100
-    drop is read as lots. Volumes are first adjusted by the intraday profile (median log volume of
-    each time-of-day slot), so the opening and closing surges are not mistaken for a unit change. A
+    drop is read as lots. Volumes are first adjusted by the intraday profile (per time-of-day
+    slot, the median of each bar's log volume less its day's median), so the opening and closing surges are not mistaken for a unit change. A
     burst of trading can never look like lots (it is *above* the shares level). The shares level
     is local (the rolling median of the corrected volumes over ``level_window`` bars, about 20
     sessions) so that months of rising or falling activity are not read as a unit change; it is
@@ -96,6 +96,7 @@ def lot_scale_factors(volume: np.ndarray, slot: np.ndarray, level_window: int) -
     Args:
         volume: regular-hours volumes in time order (mixed units).
         slot: time-of-day slot of each bar (e.g. minute of the day), same length.
+        day: the bar's trading date (any hashable), same length.
         level_window: bars in the window of the local shares level.
 
     Returns:
@@ -106,7 +107,11 @@ def lot_scale_factors(volume: np.ndarray, slot: np.ndarray, level_window: int) -
     if n == 0:
         return factors, []
     x = np.log10(np.maximum(volume, 1.0))
-    adj = x - pd.Series(x).groupby(slot).transform("median").to_numpy()
+    # The profile is taken from each bar's deviation from its own day's median, which carries no
+    # unit (units change between days far more often than within one), so lots days cannot skew it.
+    frame = pd.DataFrame({"x": x, "slot": slot, "day": day})
+    frame["dev"] = frame["x"] - frame.groupby("day")["x"].transform("median")
+    adj = x - frame.groupby("slot")["dev"].transform("median").to_numpy()
     level = np.full(n, float(np.quantile(adj, 0.9)))
     lots = np.zeros(n, dtype=bool)
     for _ in range(4):
@@ -188,7 +193,9 @@ def load_bars(path: Path, calendar: TradingCalendar, interval_minutes: int) -> B
 
     volume = frame["volume"].to_numpy(dtype=float)
     minute_of_day = frame["ts"].dt.hour.to_numpy() * 60 + frame["ts"].dt.minute.to_numpy()
-    factors, segments = lot_scale_factors(volume, minute_of_day, level_window=20 * 390 // interval_minutes)
+    factors, segments = lot_scale_factors(
+        volume, minute_of_day, frame["ts"].dt.date.to_numpy(), level_window=20 * 390 // interval_minutes
+    )
     quality.lot_bars_scaled = int((factors > 1).sum())
     labels = frame["datetime"].to_numpy()
     quality.lot_segments = [(str(labels[a]), str(labels[b])) for a, b in segments]

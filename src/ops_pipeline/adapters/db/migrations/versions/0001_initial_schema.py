@@ -179,6 +179,7 @@ def upgrade() -> None:
     sa.Column('closed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('exit_price', sa.Numeric(precision=12, scale=4), nullable=True),
     sa.Column('exit_reason', sa.String(length=24), nullable=True),
+    sa.Column('exit_quote_source', sa.String(length=12), nullable=True),
     sa.Column('realized_pnl', sa.Numeric(precision=14, scale=2), nullable=True),
     sa.Column('current_price', sa.Numeric(precision=12, scale=4), nullable=True),
     sa.Column('unrealized_pnl', sa.Numeric(precision=14, scale=2), nullable=True),

@@ -1,0 +1,114 @@
+"""The multi-account report (read side): one dict, rendered as tables, JSON or CSV.
+
+Money is rounded to cents here, so the same rows give the same report on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+from ops_pipeline.adapters.db.database import Database
+from ops_pipeline.adapters.db.repositories import FILLED, AccountRepository
+from ops_pipeline.config.models import AccountConfig
+from ops_pipeline.domain.values import money
+from ops_pipeline.reports.invariants import check_account
+
+
+def _dollars(value: Decimal | int | float | None) -> float | None:
+    return None if value is None else float(money(value))
+
+
+def max_drawdown(equity: list[Decimal]) -> tuple[Decimal, float]:
+    """Largest peak-to-trough fall of an equity series: (dollars, percent of the peak)."""
+    peak, worst, worst_pct = None, Decimal(0), 0.0
+    for value in equity:
+        peak = value if peak is None or value > peak else peak
+        if peak - value > worst:
+            worst, worst_pct = peak - value, float((peak - value) / peak * 100)
+    return worst, worst_pct
+
+
+def account_report(db: Database, config: AccountConfig) -> dict[str, Any]:
+    """One account's figures over everything stored."""
+    with db.transaction() as conn:
+        repo = AccountRepository(conn, config.name)
+        executions = [e for e in repo.executions() if e.status == FILLED]
+        positions = repo.positions()
+        rejections = repo.decisions_by_reason()
+        curve = repo.equity_curve()
+        problems = check_account(conn, config)
+    risk, spec = config.risk, config.account
+    contracts = [e.contracts for e in executions]
+    closed = [p for p in positions if p.status == "closed"]
+    known = [p.realized_pnl for p in closed if p.realized_pnl is not None]
+    open_positions = [p for p in positions if p.status != "closed"]
+    equity = [s.equity for s in curve]
+    drawdown, drawdown_pct = max_drawdown(equity)
+    final_equity = equity[-1] if equity else spec.initial_balance
+    fills = Counter(e.quote_source or "unknown" for e in executions)
+    fills.update(p.exit_quote_source for p in closed if p.exit_quote_source)
+    avg_notional = sum((e.notional for e in executions), Decimal(0)) / len(executions) if executions else Decimal(0)
+    return {
+        "account_name": config.name,
+        "tier": risk.account_tier.value,
+        "initial_balance": _dollars(spec.initial_balance),
+        "final_equity": _dollars(final_equity),
+        "return_pct": round(float((final_equity / spec.initial_balance - 1) * 100), 2),
+        "expected_tier": config.expected_tier_for(final_equity).value,
+        "trades": len(executions),
+        "contracts_min": min(contracts, default=0),
+        "contracts_avg": round(sum(contracts) / len(contracts), 2) if contracts else 0.0,
+        "contracts_max": max(contracts, default=0),
+        "contract_cap": risk.contract_cap,
+        "capital_deployed": _dollars(sum((e.notional for e in executions), Decimal(0))),
+        "avg_position_size": _dollars(avg_notional),
+        "realized_pnl": _dollars(sum(known, Decimal(0))),
+        "unrealized_pnl": _dollars(sum((p.unrealized_pnl or 0 for p in open_positions), Decimal(0))),
+        "closed_positions": len(closed),
+        "wins": sum(1 for v in known if v > 0),
+        "win_rate_pct": round(100 * sum(1 for v in known if v > 0) / len(known), 1) if known else None,
+        "open_positions": len(open_positions),
+        "open_exposure": _dollars(sum((p.notional_value for p in open_positions), Decimal(0))),
+        "max_drawdown": _dollars(drawdown),
+        "max_drawdown_pct": round(drawdown_pct, 2),
+        "exits": dict(sorted(Counter(p.exit_reason for p in closed).items())),
+        "rejections": dict(sorted(rejections.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "fills_by_quote": dict(sorted(fills.items())),
+        "risk_pct_day": risk.risk_pct_day,
+        "risk_pct_swing": risk.risk_pct_swing,
+        "limit_violations": problems,
+    }
+
+
+def tier_validation(accounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Seed 002 "Tier Validation Report", over the whole run, with the configured expectations."""
+    rows = []
+    for a in accounts:
+        balance = a["initial_balance"]
+        rows.append({
+            "account_name": a["account_name"],
+            "expected_balance": balance,
+            "expected_risk_pct": round(a["risk_pct_day"] * 100, 1),
+            "tier_cap": a["contract_cap"],
+            "avg_position_size": a["avg_position_size"],
+            "actual_risk_pct": round(a["avg_position_size"] / balance * 100, 1) if balance else 0.0,
+            "max_contracts_used": a["contracts_max"],
+            "trades": a["trades"],
+            "cap_respected": a["contracts_max"] <= a["contract_cap"],
+        })
+    return sorted(rows, key=lambda r: r["expected_balance"])
+
+
+def build_report(db: Database, configs: list[AccountConfig], meta: dict[str, Any]) -> dict[str, Any]:
+    accounts = [account_report(db, c) for c in configs]
+    fills = Counter()
+    for a in accounts:
+        fills.update(a["fills_by_quote"])
+    return {
+        "meta": meta,
+        "accounts": accounts,
+        "tier_validation": tier_validation(accounts),
+        "fills_by_quote": dict(sorted(fills.items())),
+    }

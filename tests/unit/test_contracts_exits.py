@@ -1,0 +1,90 @@
+"""Contract quality score and selection; exit rules; the entry decision."""
+
+import datetime as dt
+from decimal import Decimal
+
+from ops_pipeline.domain.contracts import affordability_points, candidate_contracts, delta_points, quality_score, spread_points
+from ops_pipeline.domain.entry import Entry, decide_entry
+from ops_pipeline.domain.exits import ExitReason, exit_reason, stop_and_target
+from ops_pipeline.domain.gates import Denied, ReasonCode
+from ops_pipeline.domain.market import QuoteSource
+from ops_pipeline.domain.values import Action, StrategyType, Tier
+from tests.factories import NOON, TODAY, quote, rec, risk, snapshot
+
+
+def test_quality_score_parts():
+    assert spread_points(Decimal("2.46"), Decimal("2.50")) == 30.0  # 1.6 % spread
+    assert spread_points(Decimal("1.00"), Decimal("1.50")) == 0.0  # 40 %
+    assert 0 < spread_points(Decimal("1.00"), Decimal("1.10")) < 30
+    assert delta_points(0.45) == 20.0 and delta_points(-0.45) == 20.0
+    assert delta_points(0.05) == 0.0 and 0 < delta_points(0.20) < 20
+    assert affordability_points(Decimal("1.00"), Decimal("100")) == 10.0
+    assert affordability_points(Decimal("2.00"), Decimal("100")) == 5.0
+
+
+def test_quality_score_total_and_log_line():
+    score = quality_score(quote(volume=1000, open_interest=5000), Decimal("1000"))
+    assert score.total == 100.0
+    assert score.describe().startswith("quality score: 100.0/100")
+    modelled = quality_score(quote(volume=None, open_interest=None, source=QuoteSource.MODELLED), Decimal("1000"))
+    assert modelled.volume == 10.0 and modelled.open_interest == 10.0  # unknown: half points
+
+
+def test_candidates_keep_type_dte_window_bid_and_order_by_score():
+    swing_call = quote("SPY260327C00660000")  # 11 DTE
+    day_call = quote("SPY260317C00660000")  # 1 DTE
+    put = quote("SPY260327P00660000", delta=-0.45)
+    no_bid = quote("SPY260327C00661000", bid="0")
+    wide = quote("SPY260327C00662000", bid="1.00", ask="1.40")
+    found = candidate_contracts([swing_call, day_call, put, no_bid, wide], action=Action.BUY_CALL,
+                                strategy=StrategyType.SWING_TRADE, today=TODAY, budget_usd=Decimal("1000"),
+                                min_quality_score=0)
+    assert [str(c.quote.symbol) for c in found] == ["SPY260327C00660000", "SPY260327C00662000"]
+    assert found[0].score.total > found[1].score.total
+
+
+def test_entry_buys_the_best_contract_the_account_can_afford():
+    tiny = risk(Tier.TINY)
+    pricey = quote("SPY260317C00660000", bid="2.95", ask="3.00")  # $300 > tiny budget
+    cheap = quote("SPY260317C00665000", bid="0.98", ask="1.00", delta=0.32)
+    account = snapshot(equity_usd=Decimal("1000"), buying_power_usd=Decimal("1000"))
+    verdict = decide_entry(rec(strategy_type=StrategyType.DAY_TRADE), account, tiny, [pricey, cheap], now=NOON, today=TODAY)
+    assert isinstance(verdict, Entry)
+    assert str(verdict.contract.quote.symbol) == "SPY260317C00665000"
+    assert verdict.sizing.contracts == 1  # 15 % of $1,000 = $150 → one $100 contract
+
+
+def test_entry_denied_when_no_contract_reaches_the_quality_minimum():
+    bad = quote(bid="1.00", ask="2.00", volume=0, open_interest=0, delta=0.05)
+    verdict = decide_entry(rec(), snapshot(), risk(Tier.LARGE), [bad], now=NOON, today=TODAY)
+    assert isinstance(verdict, Denied) and verdict.code is ReasonCode.NO_QUALITY_CONTRACT
+    assert "min=40" in verdict.detail
+
+
+def test_entry_reports_the_best_contracts_denial_when_none_fits():
+    account = snapshot(open_exposure_usd=Decimal("9900"))
+    verdict = decide_entry(rec(), account, risk(Tier.LARGE), [quote()], now=NOON, today=TODAY)
+    assert isinstance(verdict, Denied) and verdict.code is ReasonCode.EXPOSURE_LIMIT
+
+
+def test_seed_004_stop_and_target():
+    assert stop_and_target(Decimal("4.80"), 0.25, 0.50) == (Decimal("3.60"), Decimal("7.20"))
+    assert stop_and_target(Decimal("5.20"), 0.25, 0.50) == (Decimal("3.90"), Decimal("7.80"))
+
+
+def exit_for(**overrides):
+    values = dict(strategy=StrategyType.SWING_TRADE, bid_usd=Decimal("4.00"), stop_usd=Decimal("3.60"),
+                  target_usd=Decimal("7.20"), minutes_to_close=120.0, today=TODAY, expiration=TODAY + dt.timedelta(days=10))
+    values.update(overrides)
+    return exit_reason(**values)
+
+
+def test_exit_rules():
+    assert exit_for() is None
+    assert exit_for(bid_usd=Decimal("3.60")) is ExitReason.STOP_LOSS
+    assert exit_for(bid_usd=Decimal("7.20")) is ExitReason.TAKE_PROFIT
+    assert exit_for(bid_usd=Decimal("0")) is None  # no bid: no price exit
+    assert exit_for(strategy=StrategyType.DAY_TRADE, minutes_to_close=15) is ExitReason.END_OF_DAY
+    assert exit_for(strategy=StrategyType.DAY_TRADE, minutes_to_close=16) is None
+    assert exit_for(minutes_to_close=15) is None  # swing, not expiring today
+    assert exit_for(minutes_to_close=15, expiration=TODAY) is ExitReason.BEFORE_EXPIRY
