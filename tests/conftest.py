@@ -79,31 +79,22 @@ def postgres_server() -> Iterator[str]:
 _counter = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def pg_template(postgres_server: str) -> str:
-    """A database migrated to head, used as the template of each test's database."""
-    admin = Database(f"{postgres_server}/postgres")
-    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("CREATE DATABASE ops_template"))
-    Database(f"{postgres_server}/ops_template").upgrade()
-    Database(f"{postgres_server}/ops_template").dispose()
-    admin.dispose()
-    return "ops_template"
-
-
-def new_pg_database(postgres_server: str, template: str | None) -> Database:
+def new_pg_database(postgres_server: str) -> Database:
+    """A new, migrated database (the migration itself, so its per-database settings apply)."""
     name = f"ops_test_{os.getpid()}_{next(_counter)}"
     admin = Database(f"{postgres_server}/postgres")
     with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else "")))
+        conn.execute(text(f"CREATE DATABASE {name}"))
     admin.dispose()
-    return Database(f"{postgres_server}/{name}")
+    db = Database(f"{postgres_server}/{name}")
+    db.upgrade()
+    return db
 
 
 @pytest.fixture
-def pg_db(postgres_server: str, pg_template: str) -> Iterator[Database]:
+def pg_db(postgres_server: str) -> Iterator[Database]:
     """A fresh, migrated PostgreSQL database for one test."""
-    db = new_pg_database(postgres_server, pg_template)
+    db = new_pg_database(postgres_server)
     yield db
     db.dispose()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, exists, func, or_, select, update
+from sqlalchemy import Connection, exists, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ops_pipeline.adapters.db.scope import AccountScope
@@ -45,7 +45,8 @@ def insert_ignore(conn: Connection, table, values: dict[str, Any], conflict: Seq
     """INSERT … ON CONFLICT DO NOTHING on PostgreSQL and SQLite; True if a row was inserted."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
-    return conn.execute(stmt).rowcount == 1
+    # rowcount is not reliable for INSERT … ON CONFLICT on every driver; RETURNING is.
+    return conn.execute(stmt.returning(literal_column("1"))).first() is not None
 
 
 def _recommendation(row: Any) -> Recommendation:
