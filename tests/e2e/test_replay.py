@@ -1,0 +1,134 @@
+"""The main job end to end on real data: the default replay into SQLite and PostgreSQL, the seeds'
+SQL on its rows, determinism, the 5-minute replay with modelled quotes, the CLI."""
+
+import datetime as dt
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+from typer.testing import CliRunner
+
+from ops_pipeline.adapters.db.database import Database, sqlite_url
+from ops_pipeline.adapters.db.repositories import AccountRepository
+from ops_pipeline.adapters.db.tables import metadata
+from ops_pipeline.adapters.market_data.calendar import exchange_date
+from ops_pipeline.cli import app
+from ops_pipeline.replay import ReplaySettings, run_replay
+from ops_pipeline.reports.summary import build_report
+from tests.conftest import ROOT, new_pg_database
+from tests.seed_sql import seed_queries
+
+pytestmark = pytest.mark.data
+SEEDS = ROOT.parent / "shared" / "seeds"
+
+
+def replay_into(db: Database, settings: ReplaySettings):
+    rig, _ = run_replay(db, settings)
+    return rig, build_report(db, [a.config for a in rig.accounts], {})
+
+
+@pytest.fixture(scope="module")
+def sqlite_replay(data_dir, tmp_path_factory):
+    db = Database(sqlite_url(tmp_path_factory.mktemp("replay") / "replay.db"))
+    db.upgrade()
+    rig, report = replay_into(db, ReplaySettings(data_dir=data_dir))
+    return db, rig, report
+
+
+@pytest.fixture(scope="module")
+def pg_replay(data_dir, postgres_server):
+    db = new_pg_database(postgres_server)
+    rig, report = replay_into(db, ReplaySettings(data_dir=data_dir))
+    yield db, rig, report
+    db.dispose()
+
+
+def test_default_replay_trades_every_account_within_its_own_limits(sqlite_replay):
+    db, rig, report = sqlite_replay
+    accounts = {a["account_name"]: a for a in report["accounts"]}
+    assert sum(1 for a in accounts.values() if a["trades"] > 0) >= 3
+    for name, a in accounts.items():
+        assert a["limit_violations"] == [], name
+        assert a["contracts_max"] <= a["contract_cap"]
+    assert report["fills_by_quote"].get("real", 0) > 0
+    assert all(row["cap_respected"] for row in report["tier_validation"])
+    # the rejections the report shows are the ones stored, per account
+    with db.transaction() as conn:
+        for name, a in accounts.items():
+            assert AccountRepository(conn, name).decisions_by_reason() == a["rejections"]
+
+
+def test_the_same_replay_into_postgresql_gives_the_same_report(sqlite_replay, pg_replay):
+    assert pg_replay[2] == sqlite_replay[2]
+
+
+@pytest.mark.parametrize(("label", "sql"), seed_queries(SEEDS) if SEEDS.is_dir() else [], ids=lambda v: v[:40])
+def test_seed_sql_runs_unchanged_on_postgresql(pg_replay, label, sql):
+    with pg_replay[0].engine.connect() as conn:
+        conn.execute(text(sql.replace("%", "%%"))).all()
+
+
+def test_seed_daily_summary_counts_the_replayed_executions(pg_replay):
+    db, rig, _ = pg_replay
+    (daily,) = [sql for label, sql in seed_queries(SEEDS) if "Run this every morning" in label]
+    day = dt.date(2026, 3, 17)
+    with db.engine.connect() as conn:
+        rows = conn.execute(text(daily.replace("CURRENT_DATE", f"DATE '{day}'"))).all()
+        seeded = {r.account_name: r.trades for r in rows}
+    expected = Counter()
+    with db.transaction() as conn:
+        for account in rig.accounts:
+            for e in AccountRepository(conn, account.config.name).executions():
+                if exchange_date(e.simulated_ts) == day:
+                    expected[account.config.name] += 1
+    assert seeded == dict(expected) and seeded
+
+
+def dump(db: Database) -> dict[str, list[tuple]]:
+    with db.engine.connect() as conn:
+        return {t.name: [tuple(r) for r in conn.execute(select(t).order_by(*t.primary_key.columns))]
+                for t in metadata.sorted_tables}
+
+
+def test_replay_is_deterministic(data_dir, tmp_path):
+    settings = ReplaySettings(data_dir=data_dir, start=dt.date(2026, 3, 17), end=dt.date(2026, 3, 17))
+    dumps = []
+    for name in ("a", "b"):
+        db = Database(sqlite_url(tmp_path / f"{name}.db"))
+        db.upgrade()
+        run_replay(db, settings)
+        dumps.append(dump(db))
+    assert dumps[0] == dumps[1]
+    assert dumps[0]["dispatch_executions"]
+
+
+def test_five_minute_replay_outside_the_chain_window_fills_on_modelled_quotes(data_dir, tmp_path):
+    db = Database(sqlite_url(tmp_path / "five.db"))
+    db.upgrade()
+    settings = ReplaySettings(data_dir=data_dir, interval_minutes=5, tickers=("SPY", "QQQ", "AAPL", "NVDA", "TSLA"),
+                              start=dt.date(2026, 1, 5), end=dt.date(2026, 1, 9))
+    _, report = replay_into(db, settings)
+    assert report["fills_by_quote"].get("modelled", 0) > 0
+    assert "real" not in report["fills_by_quote"]
+    assert all(a["limit_violations"] == [] for a in report["accounts"])
+
+
+def test_cli_replay_prints_the_report_and_writes_json_and_csv(data_dir, tmp_path):
+    result = CliRunner().invoke(app, ["replay", "--data", str(data_dir), "--start", "2026-03-18", "--end", "2026-03-18",
+                                      "--out", str(tmp_path)], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "Tier validation (seed 002)" in result.output and "Rejections by reason code" in result.output
+    assert re.search(r"Fills \(entries and exits\) by quote: real \d+, modelled \d+", result.output)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [a["account_name"] for a in report["accounts"]] == ["large-100k", "tiny-1k", "small-5k", "medium-25k"]
+    assert (tmp_path / "tier_validation.csv").read_text().startswith("account_name,expected_balance")
+
+
+def test_cli_refuses_bad_options_with_a_clear_message(tmp_path):
+    result = CliRunner().invoke(app, ["replay", "--bars", "2min", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--bars must be 1min or 5min" in result.output
+    result = CliRunner().invoke(app, ["replay", "--data", str(tmp_path), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "bar folder not found" in result.output
