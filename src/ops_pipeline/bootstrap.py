@@ -53,7 +53,7 @@ def load_market(data_dir: Path, interval_minutes: int, tickers: list[str] | None
         series = load_bars(path, calendar, interval_minutes)
         quality.append(series.quality)
         bars[ticker] = slice_dates(series, start - dt.timedelta(days=WARMUP_DAYS), end)
-    chains = ChainStore(data_dir / "option_chains", calendar)
+    chains = ChainStore(data_dir / "option_chains", calendar, frozenset(bars))
     return HistoricalMarketData(bars, chains, calendar, max_quote_age), quality
 
 

@@ -46,7 +46,7 @@ def bs_delta(spot: ArrayLike, strike: ArrayLike, years: ArrayLike, sigma: ArrayL
 
 
 def implied_vol(price: ArrayLike, spot: ArrayLike, strike: ArrayLike, years: ArrayLike, is_call: ArrayLike,
-                rate: float = RISK_FREE_RATE, iterations: int = 60) -> NDArray:
+                rate: float = RISK_FREE_RATE, iterations: int = 40) -> NDArray:
     """Implied volatility by bisection on :data:`IV_BOUNDS`; NaN where no volatility fits the price
     (below intrinsic value, or above the price at the upper bound)."""
     p, s, k, t = (np.asarray(x, dtype=float) for x in (price, spot, strike, years))

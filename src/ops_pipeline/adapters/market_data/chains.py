@@ -13,6 +13,7 @@ with no strike, expiration or ask are dropped; snapshots outside regular hours a
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -74,8 +75,8 @@ def snapshot_time(path: Path) -> dt.datetime | None:
     return from_exchange(dt.datetime.strptime(match[1], "%Y%m%dT%H%M%S"))
 
 
-def parse_snapshot(path: Path, taken_at: dt.datetime) -> dict[str, ChainSnapshot]:
-    """Read one snapshot file into one :class:`ChainSnapshot` per ticker.
+def parse_snapshot(path: Path, taken_at: dt.datetime, tickers: frozenset[str] | None = None) -> dict[str, ChainSnapshot]:
+    """Read one snapshot file into one :class:`ChainSnapshot` per ticker (only ``tickers`` if given).
 
     Raises:
         DataError: unreadable file or a header without the required columns (names them).
@@ -101,6 +102,8 @@ def parse_snapshot(path: Path, taken_at: dt.datetime) -> dict[str, ChainSnapshot
     frame["type"] = frame["type"].astype(str).str.lower()
     keep = frame["strike"].gt(0) & frame["expiration"].notna() & frame["ask"].gt(0)
     keep &= frame["type"].isin(["call", "put"]) & frame["ticker"].notna()
+    if tickers is not None:
+        keep &= frame["ticker"].isin(tickers)
     frame = frame[keep].copy()
     frame["bid"] = frame["bid"].fillna(0.0).clip(lower=0.0)
     if not has_symbol:
@@ -136,11 +139,14 @@ def parse_snapshot(path: Path, taken_at: dt.datetime) -> dict[str, ChainSnapshot
 class ChainStore:
     """Every in-hours snapshot in a folder, by ticker and time.
 
-    Files are parsed on first use of a ticker and kept in memory.
+    Files are parsed in time order as the clock reaches them (every snapshot taken at or before the
+    latest time asked about, plus the next one) and kept in memory; ``tickers`` limits parsing to
+    the underlyings in play.
     """
 
-    def __init__(self, folder: Path | None, calendar: TradingCalendar) -> None:
+    def __init__(self, folder: Path | None, calendar: TradingCalendar, tickers: frozenset[str] | None = None) -> None:
         self.folder = folder
+        self.tickers = tickers
         self._files: list[tuple[dt.datetime, Path]] = []
         self.ignored_outside_hours: list[str] = []
         if folder is not None and folder.is_dir():
@@ -152,41 +158,40 @@ class ChainStore:
                     self._files.append((taken_at, path))
                 else:
                     self.ignored_outside_hours.append(path.name)
-        self._by_ticker: dict[str, list[ChainSnapshot]] | None = None
-        self._times: dict[str, np.ndarray] = {}
+        self._files.sort()
+        self._file_times = [t.timestamp() for t, _ in self._files]
+        self._loaded = 0
+        self._by_ticker: dict[str, list[ChainSnapshot]] = {}
+        self._times: dict[str, list[float]] = {}
 
     @property
     def snapshot_count(self) -> int:
         return len(self._files)
 
-    def _load(self) -> dict[str, list[ChainSnapshot]]:
-        if self._by_ticker is None:
-            by_ticker: dict[str, list[ChainSnapshot]] = {}
-            for taken_at, path in self._files:
-                for ticker, snap in parse_snapshot(path, taken_at).items():
-                    by_ticker.setdefault(ticker, []).append(snap)
-            self._by_ticker = by_ticker
-            self._times = {t: np.array([s.taken_at.timestamp() for s in snaps]) for t, snaps in by_ticker.items()}
-        return self._by_ticker
-
-    def tickers(self) -> list[str]:
-        return sorted(self._load())
+    def _load_until(self, now: dt.datetime) -> None:
+        target = min(len(self._files), bisect.bisect_right(self._file_times, now.timestamp()) + 1)
+        while self._loaded < target:
+            taken_at, path = self._files[self._loaded]
+            for ticker, snap in parse_snapshot(path, taken_at, self.tickers).items():
+                self._by_ticker.setdefault(ticker, []).append(snap)
+                self._times.setdefault(ticker, []).append(taken_at.timestamp())
+            self._loaded += 1
 
     def latest_at_or_before(self, ticker: str, now: dt.datetime) -> ChainSnapshot | None:
         """The latest snapshot of ``ticker`` taken at or before ``now``."""
-        snaps = self._load().get(ticker)
+        self._load_until(now)
+        snaps = self._by_ticker.get(ticker)
         if not snaps:
             return None
-        i = int(np.searchsorted(self._times[ticker], now.timestamp(), side="right")) - 1
+        i = bisect.bisect_right(self._times[ticker], now.timestamp()) - 1
         return snaps[i] if i >= 0 else None
 
     def nearest_with_iv(self, ticker: str, now: dt.datetime) -> tuple[ChainSnapshot, float] | None:
         """The snapshot nearest ``now`` that yields an ATM IV: the latest at or before ``now`` if
-        any (no look-ahead), else the earliest after it; with that IV (fraction)."""
-        snaps = self._load().get(ticker) or []
-        if not snaps:
-            return None
-        i = int(np.searchsorted(self._times[ticker], now.timestamp(), side="right"))
+        any (no look-ahead), else the first after it; with that IV (fraction)."""
+        self._load_until(now)
+        snaps = self._by_ticker.get(ticker) or []
+        i = bisect.bisect_right(self._times.get(ticker, []), now.timestamp())
         for snap in [*reversed(snaps[:i]), *snaps[i:]]:
             iv = snap.atm_iv()
             if iv is not None:
