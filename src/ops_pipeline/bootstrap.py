@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ops_pipeline.clock import SimulatedClock
 from ops_pipeline.config.loader import ConfigSource, load_all
 from ops_pipeline.config.models import AccountConfig
 from ops_pipeline.domain.values import ExecutionMode
+from ops_pipeline.ports import BrokerAccount
 from ops_pipeline.services.dispatcher import Dispatcher
 from ops_pipeline.services.position_manager import PositionManager
 from ops_pipeline.services.signals import SignalEngine
@@ -42,6 +44,17 @@ class ReplayRig:
     signals: SignalEngine
     accounts: list[AccountRuntime]
     bar_quality: list[BarQuality] = field(default_factory=list)
+
+
+def log_startup(cfg: AccountConfig, account: BrokerAccount) -> None:
+    """Seed 001 "Startup Logs": tier, account, parameter source, limits, broker account, buying power."""
+    r = cfg.risk
+    log = logging.getLogger("ops_pipeline.startup")
+    log.info("[%s] tier %s; parameters from %s", cfg.name, r.account_tier.value, cfg.parameter_source)
+    log.info("[%s] risk limits: max exposure $%s, max positions %s, max contracts %s, max daily loss $%s, "
+             "risk %.0f%% day / %.0f%% swing", cfg.name, f"{r.max_notional_exposure:,.0f}", r.max_open_positions,
+             r.contract_cap, f"{r.max_daily_loss:,.0f}", r.risk_pct_day * 100, r.risk_pct_swing * 100)
+    log.info("[%s] broker account %s, buying power $%s", cfg.name, account.account_number, f"{account.buying_power:,.2f}")
 
 
 def load_market(data_dir: Path, interval_minutes: int, tickers: list[str] | None, start: dt.date, end: dt.date,
@@ -85,6 +98,7 @@ def build_replay(*, db: Database, data_dir: Path, interval_minutes: int, tickers
     for cfg in configs:
         exchange.open_account(cfg.name, cfg.account.initial_balance)
         broker = exchange.broker_for(cfg.name)
+        log_startup(cfg, broker.get_account())
         runtimes.append(AccountRuntime(
             cfg,
             Dispatcher(db, cfg, broker, market, clock, ExecutionMode.SIMULATED),

@@ -88,3 +88,15 @@ def test_exit_rules():
     assert exit_for(strategy=StrategyType.DAY_TRADE, minutes_to_close=16) is None
     assert exit_for(minutes_to_close=15) is None  # swing, not expiring today
     assert exit_for(minutes_to_close=15, expiration=TODAY) is ExitReason.BEFORE_EXPIRY
+
+
+def test_seed_003_examples_reproduced_by_configuring_the_older_percentages():
+    day_contract = quote("SPY260317C00660000", bid="2.48", ask="2.50")
+    day_trade = rec(strategy_type=StrategyType.DAY_TRADE)
+    tiny_25 = risk(Tier.TINY, risk_pct_day=0.25, max_contracts_per_trade=2)
+    tiny = decide_entry(day_trade, snapshot(equity_usd=Decimal("1000"), buying_power_usd=Decimal("1000")), tiny_25,
+                        [day_contract], now=NOON, today=TODAY)
+    assert isinstance(tiny, Entry) and tiny.sizing.contracts == 1  # $250 of $1,000
+    large_1 = risk(Tier.LARGE, risk_pct_day=0.01)
+    large = decide_entry(day_trade, snapshot(), large_1, [day_contract], now=NOON, today=TODAY)
+    assert isinstance(large, Entry) and large.sizing.contracts == 4  # $1,000 of $100,000
