@@ -20,6 +20,7 @@ from ops_pipeline.adapters.db.database import Database, sqlite_url
 from ops_pipeline.config.loader import ConfigSource, load_all
 from ops_pipeline.errors import ConfigError, DataError
 from ops_pipeline.replay import DEFAULT_END, DEFAULT_START, DEFAULT_TICKERS, ReplaySettings, run_replay
+from ops_pipeline.reports.charts import write_equity_chart
 from ops_pipeline.reports.render import render, write_files
 from ops_pipeline.reports.summary import build_report
 
@@ -94,7 +95,7 @@ def replay(
     start: Annotated[str, typer.Option("--start", help="First exchange date, YYYY-MM-DD.")] = DEFAULT_START.isoformat(),
     end: Annotated[str, typer.Option("--end", help="Last exchange date, YYYY-MM-DD.")] = DEFAULT_END.isoformat(),
     database_url: DatabaseUrl = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Also write report.json and CSV files here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write report.json, CSV files and equity.html here.")] = None,
     config_dir: ConfigDir = None,
     reset: Annotated[bool, typer.Option("--reset", help="Wipe a non-empty --database-url first.")] = False,
     max_quote_age: Annotated[int, typer.Option("--max-quote-age", help="Minutes a real option quote stays usable.")] = 30,
@@ -150,14 +151,14 @@ def replay(
                   f"{stats.dispatcher_runs} dispatcher and {stats.position_manager_runs} position-manager runs in {elapsed:.1f}s; "
                   f"log: {work_dir / 'replay.log'}[/]")
     if out is not None:
-        for path in write_files(report, out):
+        for path in [*write_files(report, out), write_equity_chart(db, [a.config for a in rig.accounts], out)]:
             console.print(f"[dim]wrote {path}[/]")
 
 
 @app.command()
 def report(
     database_url: DatabaseUrl = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Also write report.json and CSV files here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write report.json, CSV files and equity.html here.")] = None,
     config_dir: ConfigDir = None,
 ) -> None:
     """Print the multi-account report of an existing database (default: the last replay's)."""
@@ -170,6 +171,7 @@ def report(
     render(result, console)
     if out is not None:
         write_files(result, out)
+        write_equity_chart(db, configs, out)
 
 
 @db_app.command("upgrade")

@@ -125,6 +125,8 @@ def test_cli_replay_prints_the_report_and_writes_json_and_csv(data_dir, tmp_path
     report = json.loads((tmp_path / "report.json").read_text())
     assert [a["account_name"] for a in report["accounts"]] == ["large-100k", "tiny-1k", "small-5k", "medium-25k"]
     assert (tmp_path / "tier_validation.csv").read_text().startswith("account_name,expected_balance")
+    chart = (tmp_path / "equity.html").read_text()
+    assert all(f"{name} (" in chart for name in ("large-100k", "tiny-1k", "small-5k", "medium-25k"))
 
 
 def test_cli_refuses_bad_options_with_a_clear_message(tmp_path):

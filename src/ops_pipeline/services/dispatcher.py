@@ -35,7 +35,7 @@ from ops_pipeline.adapters.market_data.calendar import exchange_date
 from ops_pipeline.config.models import AccountConfig
 from ops_pipeline.domain.contracts import DTE_WINDOWS
 from ops_pipeline.domain.entry import Entry, decide_entry
-from ops_pipeline.domain.gates import AccountSnapshot, Denied, ReasonCode
+from ops_pipeline.domain.gates import AccountSnapshot, Denied, ReasonCode, pre_contract_gates
 from ops_pipeline.domain.market import Recommendation
 from ops_pipeline.domain.values import ZERO, AccountState, ExecutionMode, money, option_type_for
 from ops_pipeline.errors import BrokerError, BrokerTemporaryError, OrderRejected
@@ -133,10 +133,13 @@ class Dispatcher:
     # --- one recommendation -------------------------------------------------------------------
     def _handle(self, rec: Recommendation, account: AccountSnapshot, now: dt.datetime,
                 summary: DispatchSummary) -> AccountSnapshot:
-        low, high = DTE_WINDOWS[rec.strategy_type]
-        quotes = self.market.option_chain(rec.ticker, now, option_type=option_type_for(rec.action),
-                                          min_dte=low, max_dte=high)
-        verdict = decide_entry(rec, account, self.config.risk, quotes, now=now, today=exchange_date(now))
+        # The cheap gates first: the option chain (modelled chains especially) costs far more.
+        verdict: Entry | Denied | None = pre_contract_gates(rec, account, self.config.risk, now)
+        if verdict is None:
+            low, high = DTE_WINDOWS[rec.strategy_type]
+            quotes = self.market.option_chain(rec.ticker, now, option_type=option_type_for(rec.action),
+                                              min_dte=low, max_dte=high)
+            verdict = decide_entry(rec, account, self.config.risk, quotes, now=now, today=exchange_date(now))
         if isinstance(verdict, Denied):
             self._reject(rec, verdict, now, summary)
             return account

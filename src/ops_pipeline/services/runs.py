@@ -10,8 +10,8 @@ from ops_pipeline.adapters.market_data.calendar import EXCHANGE_TZ, exchange_dat
 
 
 def run_id_for(kind: str, account_name: str, now: dt.datetime) -> str:
-    """Deterministic run id: one run per kind, account and minute (``dispatcher-tiny-1k-20260316T1431``)."""
-    return f"{kind}-{account_name}-{now.astimezone(EXCHANGE_TZ):%Y%m%dT%H%M}"
+    """Deterministic run id from kind, account and time to the second (``dispatcher-tiny-1k-20260316T143100``)."""
+    return f"{kind}-{account_name}-{now.astimezone(EXCHANGE_TZ):%Y%m%dT%H%M%S}"
 
 
 def day_start(now: dt.datetime) -> dt.datetime:
