@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import os
 import platform
 import resource
@@ -36,6 +37,7 @@ def main() -> None:
     settings = ReplaySettings(data_dir=data, tickers=tuple(tickers), start=dt.date.fromisoformat(args.start),
                               end=dt.date.fromisoformat(args.end))
     console = Console()
+    logging.basicConfig(filename=Path(tempfile.gettempdir()) / "replay_throughput.log", filemode="w", level=logging.INFO)
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(sqlite_url(Path(tmp) / "bench.db"))
         db.upgrade()

@@ -167,24 +167,34 @@ class HistoricalMarketData:
         return found[1] if found else self.realized_vol(ticker, now)
 
     def _model(self, symbol: OccSymbol, spot: float, sigma: float, now: dt.datetime) -> OptionQuote:
-        years = (expiry_close_epoch(symbol.expiration) - now.timestamp()) / YEAR_SECS
-        is_call = symbol.option_type is OptionType.CALL
-        strike = float(symbol.strike)
-        price = float(bs_price(spot, strike, years, sigma, is_call))
-        half = max(MODEL_MIN_SPREAD, MODEL_SPREAD_PCT * price) / 2
-        bid = _cents_down(price - half) if price - half >= 0.01 else Decimal("0")
-        return OptionQuote(
-            symbol=symbol,
-            bid=bid,
-            ask=max(_cents_up(price + half), CENT),
-            volume=None,
-            open_interest=None,
-            iv=sigma,
-            delta=float(bs_delta(spot, strike, years, sigma, is_call)),
-            underlying_price=to_decimal(round(spot, 4)),
-            quote_time=now,
-            source=QuoteSource.MODELLED,
-        )
+        return self._model_many([symbol], spot, sigma, now)[0]
+
+    def _model_many(self, symbols: list[OccSymbol], spot: float, sigma: float, now: dt.datetime) -> list[OptionQuote]:
+        """Model quotes for contracts of one underlying, priced in one vectorised call."""
+        if not symbols:
+            return []
+        years = np.array([(expiry_close_epoch(s.expiration) - now.timestamp()) / YEAR_SECS for s in symbols])
+        strikes = np.array([float(s.strike) for s in symbols])
+        is_call = np.array([s.option_type is OptionType.CALL for s in symbols])
+        prices = bs_price(spot, strikes, years, sigma, is_call)
+        deltas = bs_delta(spot, strikes, years, sigma, is_call)
+        underlying = to_decimal(round(spot, 4))
+        quotes = []
+        for symbol, price, delta in zip(symbols, prices.tolist(), deltas.tolist(), strict=True):
+            half = max(MODEL_MIN_SPREAD, MODEL_SPREAD_PCT * price) / 2
+            quotes.append(OptionQuote(
+                symbol=symbol,
+                bid=_cents_down(price - half) if price - half >= 0.01 else Decimal("0"),
+                ask=max(_cents_up(price + half), CENT),
+                volume=None,
+                open_interest=None,
+                iv=sigma,
+                delta=delta,
+                underlying_price=underlying,
+                quote_time=now,
+                source=QuoteSource.MODELLED,
+            ))
+        return quotes
 
     def _modelled_chain(
         self, ticker: str, now: dt.datetime, option_type: OptionType, min_dte: int, max_dte: int
@@ -196,14 +206,13 @@ class HistoricalMarketData:
         spot = float(spot_d)
         step = strike_step(ticker, spot)
         strikes = np.arange(math.ceil(spot * (1 - STRIKE_RANGE) / step), math.floor(spot * (1 + STRIKE_RANGE) / step) + 1) * step
-        quotes = []
-        for expiration in self._expirations(ticker, exchange_date(now), min_dte, max_dte):
-            if expiry_close_epoch(expiration) <= now.timestamp():
-                continue
-            for strike in strikes:
-                symbol = OccSymbol(ticker, expiration, option_type, Decimal(str(round(float(strike), 3))).normalize())
-                quotes.append(self._model(symbol, spot, sigma, now))
-        return quotes
+        symbols = [
+            OccSymbol(ticker, expiration, option_type, Decimal(str(round(float(strike), 3))).normalize())
+            for expiration in self._expirations(ticker, exchange_date(now), min_dte, max_dte)
+            if expiry_close_epoch(expiration) > now.timestamp()
+            for strike in strikes
+        ]
+        return self._model_many(symbols, spot, sigma, now)
 
     def _expirations(self, ticker: str, today: dt.date, min_dte: int, max_dte: int) -> list[dt.date]:
         return _listed_expirations(self.calendar, ticker in DAILY_EXPIRY_TICKERS, today, min_dte, max_dte)
