@@ -24,8 +24,9 @@ def _signed(value: float | None) -> str:
 
 def render(report: dict[str, Any], console: Console) -> None:
     meta = report["meta"]
-    console.print(f"\n[bold]ops-pipeline replay[/] — {meta.get('window', '')}  "
-                  f"tickers {', '.join(meta.get('tickers', []))}  bars {meta.get('bars', '')}  db {meta.get('database', '')}")
+    parts = [meta.get("window"), meta.get("tickers") and "tickers " + ", ".join(meta["tickers"]),
+             meta.get("bars") and f"bars {meta['bars']}", meta.get("database") and f"db {meta['database']}"]
+    console.print("\n[bold]ops-pipeline report[/] — " + "  ".join(p for p in parts if p))
     accounts = report["accounts"]
 
     t = Table(title="Accounts", title_justify="left")

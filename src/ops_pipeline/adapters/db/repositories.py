@@ -39,6 +39,9 @@ REJECTED = "rejected"
 FAILED = "failed"
 LIVE_EXECUTION_STATUSES = (PENDING_SUBMIT, ACCEPTED, FILLED)
 OPEN_POSITION_STATUSES = ("open", "closing")
+CLAIM_HORIZON = dt.timedelta(hours=24)
+"""Recommendations older than this are not looked at: a run scans a day of rows, not the whole
+table. One this account never saw (it was not running) stays without a decision for it."""
 
 
 def insert_ignore(conn: Connection, table, values: dict[str, Any], conflict: Sequence[str]) -> bool:
@@ -133,10 +136,12 @@ class AccountRepository:
         return ~exists(select(d.c.id).where(d.c.recommendation_id == recommendations.c.id, self.scope.owns(d)))
 
     def reject_stale(self, *, run_id: str, now: dt.datetime, cutoff: dt.datetime, detail: str) -> int:
-        """Decide every undecided recommendation created before ``cutoff`` as stale, in one go."""
+        """Decide every undecided recommendation created before ``cutoff`` (within the
+        :data:`CLAIM_HORIZON`) as stale, in one go."""
         rows = self.conn.execute(
             select(recommendations.c.id, recommendations.c.created_at)
-            .where(recommendations.c.created_at < cutoff, self._undecided())
+            .where(recommendations.c.created_at >= now - CLAIM_HORIZON, recommendations.c.created_at < cutoff,
+                   self._undecided())
             .order_by(recommendations.c.id)
         ).all()
         for row in rows:
@@ -168,7 +173,8 @@ class AccountRepository:
             )
         fresh = list(self.conn.execute(
             select(recommendations.c.id)
-            .where(recommendations.c.created_at <= now, self._undecided())
+            .where(recommendations.c.created_at >= now - CLAIM_HORIZON, recommendations.c.created_at <= now,
+                   self._undecided())
             .order_by(recommendations.c.created_at, recommendations.c.id)
             .limit(max(0, limit - len(stuck)))
         ).scalars())

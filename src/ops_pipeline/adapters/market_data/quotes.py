@@ -72,6 +72,7 @@ class HistoricalMarketData:
         self.calendar = calendar
         self.max_quote_age = max_quote_age
         self._symbol_index: dict[int, dict[str, int]] = {}
+        self._realized: dict[tuple[str, int], float | None] = {}
 
     # --- underlying ---------------------------------------------------------------------------
     def underlying_price(self, ticker: str, now: dt.datetime) -> Decimal | None:
@@ -88,12 +89,13 @@ class HistoricalMarketData:
         if series is None:
             return None
         i = series.last_closed_index(now.timestamp())
-        per_session = 390 * 60 // series.interval_secs
-        window = series.close[max(0, i - 5 * per_session) : i + 1]
-        if len(window) < 20:
-            return None
-        returns = np.diff(np.log(window))
-        return float(np.std(returns) * math.sqrt(252 * per_session))
+        key = (ticker, i)
+        if key not in self._realized:
+            per_session = 390 * 60 // series.interval_secs
+            window = series.close[max(0, i - 5 * per_session) : i + 1]
+            returns = np.diff(np.log(window))
+            self._realized[key] = float(np.std(returns) * math.sqrt(252 * per_session)) if len(window) >= 20 else None
+        return self._realized[key]
 
     # --- option quotes ------------------------------------------------------------------------
     def _fresh_snapshot(self, ticker: str, now: dt.datetime) -> ChainSnapshot | None:
