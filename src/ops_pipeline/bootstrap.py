@@ -15,7 +15,9 @@ from ops_pipeline.adapters.market_data.calendar import TradingCalendar
 from ops_pipeline.adapters.market_data.chains import ChainStore
 from ops_pipeline.adapters.market_data.quotes import HistoricalMarketData
 from ops_pipeline.clock import SimulatedClock
-from ops_pipeline.config.loader import ConfigSource, load_all
+from ops_pipeline.config.loader import ConfigSource, load_all, load_credentials
+from ops_pipeline.config.secrets import Credentials
+from ops_pipeline.config.watcher import ConfigChange, ConfigWatcher, Recorder
 from ops_pipeline.config.models import AccountConfig
 from ops_pipeline.domain.values import ExecutionMode
 from ops_pipeline.ports import BrokerAccount
@@ -29,9 +31,42 @@ WARMUP_DAYS = 14
 
 @dataclass
 class AccountRuntime:
+    """One account's services, its configuration watcher and (when required) its credentials."""
+
     config: AccountConfig
     dispatcher: Dispatcher
     position_manager: PositionManager
+    watcher: ConfigWatcher
+    source: ConfigSource
+    require_credentials: bool = False
+    credentials: Credentials | None = None
+    credentials_source: str | None = None
+
+    def before_run(self, now: dt.datetime) -> None:
+        """LOOP mode: apply a new valid parameter version; re-read credentials (rotation, no restart).
+
+        Raises:
+            ConfigError: credentials are required and missing or invalid.
+        """
+        change = self.watcher.refresh(now)
+        if change.status == "applied":
+            self.config = self.dispatcher.config = self.position_manager.config = self.watcher.current
+        if self.require_credentials:
+            self.credentials, self.credentials_source = load_credentials(self.config.account, self.source)
+            self.dispatcher.credentials_label = f"{self.credentials.describe()} from {self.credentials_source}"
+
+
+def history_recorder(db: Database) -> Recorder:
+    """Write each applied or refused configuration version to ``config_versions``."""
+
+    def record(change: ConfigChange, current: AccountConfig, now: dt.datetime) -> None:
+        with db.transaction() as conn:
+            SharedRepository(conn).record_config_version(
+                tier=current.risk.account_tier.value, account_name=current.name, source=change.source,
+                version=change.version, at=now, accepted=change.status == "applied", diff=change.diff or None,
+                reason=change.reason)
+
+    return record
 
 
 @dataclass
@@ -72,14 +107,16 @@ def load_market(data_dir: Path, interval_minutes: int, tickers: list[str] | None
 
 def build_replay(*, db: Database, data_dir: Path, interval_minutes: int, tickers: list[str], start: dt.date,
                  end: dt.date, config_dir: Path | None, max_quote_age: dt.timedelta,
-                 accounts: list[str] | None = None) -> ReplayRig:
+                 accounts: list[str] | None = None, source: ConfigSource | None = None,
+                 require_credentials: bool = False) -> ReplayRig:
     """Wire a replay: market data, one simulated exchange, every enabled account's services.
 
     Raises:
         ConfigError: the configuration is invalid (every problem listed).
         DataError: the data folder lacks what was asked for.
     """
-    configs = load_all(ConfigSource.from_dir(config_dir))
+    source = source or ConfigSource.from_settings(config_dir=config_dir)
+    configs = load_all(source)
     if accounts:
         configs = [c for c in configs if c.name in accounts]
     calendar = TradingCalendar()
@@ -95,13 +132,19 @@ def build_replay(*, db: Database, data_dir: Path, interval_minutes: int, tickers
             shared.register_account(name=spec.name, tier=spec.tier.value, initial_balance=spec.initial_balance,
                                     state=spec.state, notes=spec.notes, secret_name="", now=first)
     runtimes = []
+    recorder = history_recorder(db)
     for cfg in configs:
         exchange.open_account(cfg.name, cfg.account.initial_balance)
         broker = exchange.broker_for(cfg.name)
         log_startup(cfg, broker.get_account())
+        recorder(ConfigChange("applied", cfg.parameter_source.split(" (")[0], cfg.parameter_version,
+                              reason="loaded at startup"), cfg, first)
         runtimes.append(AccountRuntime(
             cfg,
             Dispatcher(db, cfg, broker, market, clock, ExecutionMode.SIMULATED),
             PositionManager(db, cfg, broker, market, clock, calendar),
+            ConfigWatcher(cfg, source, recorder),
+            source,
+            require_credentials,
         ))
     return ReplayRig(db, calendar, clock, market, exchange, SignalEngine(db, market.bars), runtimes, quality)

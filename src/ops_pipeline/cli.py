@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import inspect, text
 
+from ops_pipeline import cli_config
 from ops_pipeline.adapters.db.database import Database, sqlite_url
 from ops_pipeline.config.loader import ConfigSource, load_all
 from ops_pipeline.errors import ConfigError, DataError
@@ -29,6 +30,7 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 accounts_app = typer.Typer(no_args_is_help=True, help="Configured accounts.")
 app.add_typer(db_app, name="db")
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(cli_config.app, name="config")
 console = Console()
 
 DatabaseUrl = Annotated[str | None, typer.Option("--database-url", envvar="OPS_PIPELINE_DATABASE_URL",
@@ -62,7 +64,7 @@ def _setup_logging(log_file: Path) -> None:
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {message}", soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -163,7 +165,7 @@ def report(
 ) -> None:
     """Print the multi-account report of an existing database (default: the last replay's)."""
     try:
-        configs = load_all(ConfigSource.from_dir(config_dir))
+        configs = load_all(ConfigSource.from_settings(config_dir=config_dir))
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     db = Database(database_url or sqlite_url(Path(".ops-pipeline") / "replay.db"))
@@ -186,7 +188,7 @@ def db_upgrade(database_url: DatabaseUrl = None) -> None:
 def accounts_list(config_dir: ConfigDir = None) -> None:
     """The configured accounts and their effective limits."""
     try:
-        configs = load_all(ConfigSource.from_dir(config_dir))
+        configs = load_all(ConfigSource.from_settings(config_dir=config_dir))
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     table = Table()

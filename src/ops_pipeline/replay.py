@@ -18,6 +18,7 @@ from pathlib import Path
 from ops_pipeline.adapters.db.database import Database
 from ops_pipeline.adapters.market_data.calendar import EXCHANGE_TZ
 from ops_pipeline.bootstrap import ReplayRig, build_replay
+from ops_pipeline.config.loader import ConfigSource
 
 DEFAULT_TICKERS = ("SPY", "QQQ")
 DEFAULT_START = dt.date(2026, 3, 16)
@@ -36,6 +37,7 @@ class ReplaySettings:
     config_dir: Path | None = None
     max_quote_age: dt.timedelta = dt.timedelta(minutes=30)
     accounts: tuple[str, ...] = ()
+    require_credentials: bool = False
 
 
 @dataclass
@@ -55,12 +57,19 @@ def count_minutes(rig: ReplayRig, settings: ReplaySettings) -> int:
     return sum(s.minutes - 1 for s in rig.calendar.sessions(settings.start, settings.end))
 
 
-def run_replay(db: Database, settings: ReplaySettings, progress: ProgressFn | None = None) -> tuple[ReplayRig, ReplayStats]:
-    """Replay ``settings`` into ``db`` (already migrated); ``progress(done, total)`` per minute."""
+def run_replay(db: Database, settings: ReplaySettings, progress: ProgressFn | None = None,
+               source: ConfigSource | None = None, on_minute: Callable[[dt.datetime], None] | None = None,
+               ) -> tuple[ReplayRig, ReplayStats]:
+    """Replay ``settings`` into ``db`` (already migrated); ``progress(done, total)`` per minute.
+
+    ``source`` overrides where configuration comes from (default: the environment's stores);
+    ``on_minute(now)`` is called at each minute before any run (what a scheduler sees between runs).
+    """
     rig = build_replay(
         db=db, data_dir=settings.data_dir, interval_minutes=settings.interval_minutes,
         tickers=list(settings.tickers), start=settings.start, end=settings.end,
         config_dir=settings.config_dir, max_quote_age=settings.max_quote_age, accounts=list(settings.accounts) or None,
+        source=source, require_credentials=settings.require_credentials,
     )
     stats = ReplayStats()
     total = count_minutes(rig, settings)
@@ -72,11 +81,14 @@ def run_replay(db: Database, settings: ReplaySettings, progress: ProgressFn | No
         for k in range(1, session.minutes):
             now = session.open + dt.timedelta(minutes=k)
             rig.clock.set(now)
+            if on_minute:
+                on_minute(now)
             stats.recommendations += rig.signals.run(now)
             local = now.astimezone(EXCHANGE_TZ)
             minute_of_day = local.hour * 60 + local.minute
             for account in rig.accounts:
                 if account.config.account.schedule.fires_at(minute_of_day):
+                    account.before_run(now)
                     account.position_manager.run()
                     account.dispatcher.run()
                     stats.position_manager_runs += 1

@@ -1,10 +1,15 @@
 """Load accounts and their effective configuration (seed 001 "Configuration Loader"; SPEC
 "Loading configuration").
 
-Order for one account's parameters: the tier-specific parameter
-(``{prefix}/dispatcher_config_{tier}``) → the default parameter (``{prefix}/dispatcher_config``) →
-tier defaults in code (logged). Invalid JSON stops startup naming the parameter and the position
-of the error; every validation problem of every account is listed at once.
+Parameters of one account: the tier-specific parameter (``{prefix}/dispatcher_config_{tier}``) →
+the default parameter (``{prefix}/dispatcher_config``) → tier defaults in code (logged). Invalid
+JSON stops startup naming the parameter and the position of the error; every validation problem
+of every account is listed at once.
+
+Credentials (only when asked for: ``EXECUTION_MODE=ALPACA_PAPER`` needs them, the simulated broker
+does not): ``{secret_prefix}/{tier}`` → ``{secret_prefix}`` → fail naming both. Under
+``ALPACA_PAPER`` a key that is not a paper key (``PK…``) is refused, and the secret's
+``account_name`` must be the account's own (a typo must not trade another account).
 """
 
 from __future__ import annotations
@@ -15,16 +20,28 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ops_pipeline.config.models import AccountConfig, AccountSpec, merge_risk_config
-from ops_pipeline.config.stores import LocalParameterStore, ParameterStore
+from ops_pipeline.config.models import AccountConfig, AccountSpec, RiskConfig, merge_risk_config
+from ops_pipeline.config.secrets import (
+    AwsSecretStore,
+    Credentials,
+    LocalSecretStore,
+    SecretStore,
+    mask,
+    parse_credentials,
+)
+from ops_pipeline.config.stores import AwsParameterStore, LocalParameterStore, ParameterStore, StoredParameter
+from ops_pipeline.domain.values import ExecutionMode, Tier
 from ops_pipeline.errors import ConfigError
 
 log = logging.getLogger("ops_pipeline.config")
 DEFAULT_PREFIX = "/ops-pipeline"
+DEFAULT_SECRET_PREFIX = "ops-pipeline/alpaca"
+TIER_DEFAULTS_LABEL = "tier defaults (code)"
 
 
 def default_config_dir() -> Path:
@@ -32,19 +49,80 @@ def default_config_dir() -> Path:
     return Path(str(resources.files("ops_pipeline.config") / "defaults"))
 
 
+def parse_tier(value: str) -> Tier:
+    """``tiny`` → Tier.TINY.
+
+    Raises:
+        ConfigError: unknown tier, listing the valid ones (seed 001 fell back to ``large``; that
+            would run a typo'd account with the large account's credentials).
+    """
+    try:
+        return Tier(value)
+    except ValueError:
+        raise ConfigError(f"unknown tier {value!r}; valid tiers: {', '.join(t.value for t in Tier)}") from None
+
+
+class StoreSettings(BaseSettings):
+    """Where configuration and secrets come from (environment variables, ``OPS_PIPELINE_`` prefix)."""
+
+    model_config = SettingsConfigDict(env_prefix="OPS_PIPELINE_", extra="ignore", frozen=True)
+
+    config_dir: Path | None = None
+    parameter_store: Literal["local", "aws"] = "local"
+    secret_store: Literal["local", "aws"] = "local"
+    parameter_prefix: str = DEFAULT_PREFIX
+    secret_prefix: str = DEFAULT_SECRET_PREFIX
+    secrets_file: Path | None = None
+    execution_mode: ExecutionMode = Field(
+        ExecutionMode.SIMULATED, validation_alias=AliasChoices("EXECUTION_MODE", "OPS_PIPELINE_EXECUTION_MODE")
+    )
+
+
+def _boto3_client(service: str) -> Any:
+    import boto3  # imported here: only the AWS backends need it
+
+    return boto3.client(service)
+
+
 @dataclass(frozen=True)
 class ConfigSource:
-    """Where configuration is read from: an accounts file and a parameter store."""
+    """Where configuration is read from: an accounts file, a parameter store, a secret store."""
 
     accounts_file: Path
     parameters: ParameterStore
+    secrets: SecretStore
     prefix: str = DEFAULT_PREFIX
+    secret_prefix: str = DEFAULT_SECRET_PREFIX
+    execution_mode: ExecutionMode = ExecutionMode.SIMULATED
 
     @classmethod
     def from_dir(cls, folder: Path | None) -> ConfigSource:
-        """``folder/accounts.toml`` and ``folder/parameters/`` (default: the shipped configuration)."""
+        """``folder/accounts.toml`` and ``folder/parameters/`` (default: the shipped configuration),
+        secrets from the environment."""
         folder = folder or default_config_dir()
-        return cls(folder / "accounts.toml", LocalParameterStore(folder / "parameters"))
+        return cls(folder / "accounts.toml", LocalParameterStore(folder / "parameters"), LocalSecretStore())
+
+    @classmethod
+    def from_settings(cls, settings: StoreSettings | None = None, *, config_dir: Path | None = None) -> ConfigSource:
+        """Stores chosen by ``OPS_PIPELINE_PARAMETER_STORE`` / ``OPS_PIPELINE_SECRET_STORE`` (local|aws)."""
+        settings = settings or StoreSettings()
+        folder = config_dir or settings.config_dir or default_config_dir()
+        parameters: ParameterStore = (
+            AwsParameterStore(_boto3_client("ssm")) if settings.parameter_store == "aws"
+            else LocalParameterStore(folder / "parameters")
+        )
+        secrets: SecretStore = (
+            AwsSecretStore(_boto3_client("secretsmanager")) if settings.secret_store == "aws"
+            else LocalSecretStore(settings.secrets_file)
+        )
+        return cls(folder / "accounts.toml", parameters, secrets, settings.parameter_prefix.rstrip("/"),
+                   settings.secret_prefix.rstrip("/"), settings.execution_mode)
+
+    def parameter_names(self, tier: Tier) -> tuple[str, str]:
+        return f"{self.prefix}/dispatcher_config_{tier.value}", f"{self.prefix}/dispatcher_config"
+
+    def secret_names(self, tier: Tier) -> tuple[str, str]:
+        return f"{self.secret_prefix}/{tier.value}", self.secret_prefix
 
 
 def load_accounts(path: Path) -> list[AccountSpec]:
@@ -76,7 +154,12 @@ def load_accounts(path: Path) -> list[AccountSpec]:
     return specs
 
 
-def _parse_parameter(text: str, name: str, source: str) -> dict[str, Any]:
+def parse_parameter(text: str, name: str, source: str) -> dict[str, Any]:
+    """A parameter's JSON object.
+
+    Raises:
+        ConfigError: not JSON (the parameter and the line, column and character named) or not an object.
+    """
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -88,24 +171,75 @@ def _parse_parameter(text: str, name: str, source: str) -> dict[str, Any]:
     return value
 
 
+def find_parameter(tier: Tier, source: ConfigSource) -> StoredParameter | None:
+    """The tier-specific parameter, else the default one, else ``None``."""
+    for name in source.parameter_names(tier):
+        stored = source.parameters.get(name)
+        if stored is not None:
+            return stored
+    return None
+
+
+def risk_config_for(tier: Tier, stored: StoredParameter | None, *, account_name: str = "") -> tuple[RiskConfig, str]:
+    """Merge a stored parameter (or nothing) with the tier defaults; returns the config and a label
+    naming the parameter and its version.
+
+    Raises:
+        ConfigError: invalid JSON or invalid values (every problem listed).
+    """
+    if stored is None:
+        log.warning("[%s] no parameter found for tier %s: using tier defaults", account_name or tier.value, tier.value)
+        return merge_risk_config(tier, {}, source=TIER_DEFAULTS_LABEL), TIER_DEFAULTS_LABEL
+    label = f"{stored.name} (version {stored.version}, {stored.source})"
+    params = parse_parameter(stored.text, stored.name, stored.source)
+    return merge_risk_config(tier, params, source=label), label
+
+
 def load_account_config(spec: AccountSpec, source: ConfigSource) -> AccountConfig:
-    """The effective configuration of one account.
+    """The effective configuration of one account (no credentials).
 
     Raises:
         ConfigError: invalid JSON (parameter and position named) or invalid values (all listed).
     """
-    tier = spec.tier.value
-    for name in (f"{source.prefix}/dispatcher_config_{tier}", f"{source.prefix}/dispatcher_config"):
-        stored = source.parameters.get(name)
+    stored = find_parameter(spec.tier, source)
+    risk, label = risk_config_for(spec.tier, stored, account_name=spec.name)
+    keys = tuple(sorted(parse_parameter(stored.text, stored.name, stored.source))) if stored else ()
+    return AccountConfig(account=spec, risk=risk, parameter_source=label,
+                         parameter_version=stored.version if stored else None, parameter_keys=keys)
+
+
+def value_sources(config: AccountConfig) -> dict[str, str]:
+    """Each effective value's source: the parameter (name and version) or the tier defaults."""
+    return {key: (config.parameter_source if key in config.parameter_keys else TIER_DEFAULTS_LABEL)
+            for key in config.risk.model_dump()}
+
+
+def load_credentials(spec: AccountSpec, source: ConfigSource) -> tuple[Credentials, str]:
+    """Read this account's credentials now (call per run: rotation needs no restart).
+
+    Returns ``(credentials, "secret name (version …)")``.
+
+    Raises:
+        ConfigError: no secret under either name (both named); invalid JSON or fields; a live key or
+            another account's secret under ``ALPACA_PAPER``.
+    """
+    tried = source.secret_names(spec.tier)
+    for name in tried:
+        stored = source.secrets.get(name)
         if stored is not None:
-            params = _parse_parameter(stored.text, name, stored.source)
-            label = f"{name} (version {stored.version}, {stored.source})"
             break
     else:
-        params, label = {}, f"tier defaults for {tier} (no parameter found)"
-        log.warning("[%s] no parameter %s/dispatcher_config_%s or default: using tier defaults", spec.name, source.prefix, tier)
-    risk = merge_risk_config(spec.tier, params, source=label)
-    return AccountConfig(account=spec, risk=risk, parameter_source=label)
+        raise ConfigError(f"no credentials for account {spec.name}: secret {tried[0]} not found, nor {tried[1]}")
+    credentials = parse_credentials(stored)
+    if source.execution_mode is ExecutionMode.ALPACA_PAPER:
+        if not credentials.is_paper_key:
+            raise ConfigError(
+                f"secret {stored.name}: key {mask(credentials.api_key)} is not an Alpaca paper key (paper keys start "
+                "with PK); live trading is refused"
+            )
+        if credentials.account_name != spec.name:
+            raise ConfigError(f"secret {stored.name} belongs to account {credentials.account_name!r}, not {spec.name!r}")
+    return credentials, f"{stored.name} (version {stored.version}, {stored.source})"
 
 
 def load_all(source: ConfigSource) -> list[AccountConfig]:

@@ -225,6 +225,8 @@ class AccountConfig(_Frozen):
     account: AccountSpec
     risk: RiskConfig
     parameter_source: str
+    parameter_version: str | None = None
+    parameter_keys: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:

@@ -1,18 +1,24 @@
 """Parameter stores behind one Protocol (seed 001 "Configuration Loader").
 
 A parameter is a JSON document under a name such as ``/ops-pipeline/dispatcher_config_tiny``.
-The local store (the default) keeps each parameter as a file in a folder:
-``{folder}/dispatcher_config_tiny.json`` (the name's last path segment + ``.json``); its version is
-a hash of the file's bytes, so a changed file is a new version. The AWS store (SSM) arrives with
-the configuration issue behind the same Protocol.
+
+- **local** (the default) keeps each parameter as a file in a folder:
+  ``{folder}/dispatcher_config_tiny.json`` or ``.toml`` (the name's last path segment); its version
+  is a hash of the file's bytes, so a changed file is a new version. TOML is converted to JSON text.
+- **aws** reads SSM Parameter Store (``GetParameter``; the version is SSM's ``Version``) through
+  boto3, so ``AWS_ENDPOINT_URL`` and the usual AWS settings apply.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+
+from ops_pipeline.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +36,10 @@ class ParameterStore(Protocol):
         """The parameter, or ``None`` if the store has no such name."""
         ...
 
+    def put(self, name: str, text: str) -> StoredParameter:
+        """Create or replace the parameter; returns what is now stored."""
+        ...
+
 
 class LocalParameterStore:
     """Parameters as JSON files in one folder."""
@@ -37,12 +47,49 @@ class LocalParameterStore:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def path_for(self, name: str) -> Path:
-        return self.folder / f"{name.rstrip('/').rsplit('/', 1)[-1]}.json"
+    def path_for(self, name: str, suffix: str = ".json") -> Path:
+        return self.folder / f"{name.rstrip('/').rsplit('/', 1)[-1]}{suffix}"
 
     def get(self, name: str) -> StoredParameter | None:
-        path = self.path_for(name)
-        if not path.is_file():
+        for suffix in (".json", ".toml"):
+            path = self.path_for(name, suffix)
+            if path.is_file():
+                raw = path.read_bytes()
+                text = raw.decode("utf-8")
+                if suffix == ".toml":
+                    try:
+                        text = json.dumps(tomllib.loads(text))
+                    except tomllib.TOMLDecodeError as exc:
+                        raise ConfigError(f"parameter {name} ({path}) is not valid TOML: {exc}") from None
+                return StoredParameter(name, text, str(path), hashlib.sha256(raw).hexdigest()[:12])
+        return None
+
+    def put(self, name: str, text: str) -> StoredParameter:
+        """Write a parameter as JSON (replacing a TOML file of the same name)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path_for(name, ".toml").unlink(missing_ok=True)
+        self.path_for(name).write_text(text, encoding="utf-8")
+        stored = self.get(name)
+        assert stored is not None
+        return stored
+
+
+class AwsParameterStore:
+    """SSM Parameter Store; a missing parameter is ``None``."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def get(self, name: str) -> StoredParameter | None:
+        try:
+            answer = self._client.get_parameter(Name=name)["Parameter"]
+        except self._client.exceptions.ParameterNotFound:
             return None
-        raw = path.read_bytes()
-        return StoredParameter(name, raw.decode("utf-8"), str(path), hashlib.sha256(raw).hexdigest()[:12])
+        return StoredParameter(name, answer["Value"], f"aws ssm {name}", str(answer["Version"]))
+
+    def put(self, name: str, text: str) -> StoredParameter:
+        """Create or overwrite a String parameter."""
+        self._client.put_parameter(Name=name, Value=text, Type="String", Overwrite=True)
+        stored = self.get(name)
+        assert stored is not None
+        return stored

@@ -53,9 +53,12 @@ class DispatchSummary:
     resolved: int = 0
     error: str | None = None
 
+    credentials: str | None = None
+
     def as_dict(self) -> dict[str, Any]:
-        return {"claimed": self.claimed, "stale": self.stale, "executed": self.executed,
-                "rejected": dict(sorted(self.rejected.items())), "resolved": self.resolved}
+        summary = {"claimed": self.claimed, "stale": self.stale, "executed": self.executed,
+                   "rejected": dict(sorted(self.rejected.items())), "resolved": self.resolved}
+        return summary | ({"credentials": self.credentials} if self.credentials else {})
 
 
 def client_order_id_for(account_name: str, recommendation_id: int) -> str:
@@ -76,11 +79,13 @@ class Dispatcher:
         self.execution_mode = execution_mode
         self.log = account_log("dispatcher", config.name)
         self._tier_warned = False
+        self.credentials_label: str | None = None
+        """Which credentials this run uses (masked), set per run when credentials are read."""
 
     def run(self) -> DispatchSummary:
         now = self.clock.now()
         name, cfg = self.config.name, self.config.risk
-        summary = DispatchSummary(run_id_for("dispatcher", name, now))
+        summary = DispatchSummary(run_id_for("dispatcher", name, now), credentials=self.credentials_label)
         with self.db.transaction() as conn:
             AccountRepository(conn, name).start_run(summary.run_id, "dispatcher", now)
         try:

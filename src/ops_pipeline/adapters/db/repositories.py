@@ -22,6 +22,7 @@ from ops_pipeline.adapters.db.tables import (
     account_metadata,
     active_positions,
     ai_option_trades,
+    config_versions,
     dispatch_decisions,
     dispatch_executions,
     dispatch_runs,
@@ -99,6 +100,22 @@ class SharedRepository:
         return self.conn.execute(
             update(trading_accounts).where(trading_accounts.c.account_name.in_(list(names))).values(state=state)
         ).rowcount
+
+    def record_config_version(self, *, tier: str, account_name: str | None, source: str, version: str | None,
+                              at: dt.datetime, accepted: bool, diff: dict[str, Any] | None, reason: str | None) -> None:
+        """One row of config history: a parameter version applied or refused."""
+        self.conn.execute(config_versions.insert().values(
+            tier=tier, account_name=account_name, source=source, version=version, recorded_at=at,
+            accepted=accepted, diff=diff, reason=reason))
+
+    def config_history(self, *, tier: str | None = None, account_name: str | None = None, limit: int = 50) -> list[Any]:
+        c = config_versions
+        query = select(c).order_by(c.recorded_at.desc(), c.id.desc()).limit(limit)
+        if tier:
+            query = query.where(c.tier == tier)
+        if account_name:
+            query = query.where(c.account_name == account_name)
+        return self.conn.execute(query).all()
 
     def account_names(self) -> list[str]:
         return list(self.conn.execute(select(account_metadata.c.account_name).order_by(account_metadata.c.account_name)).scalars())
