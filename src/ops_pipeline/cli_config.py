@@ -15,6 +15,7 @@ from ops_pipeline.adapters.db.repositories import SharedRepository
 from ops_pipeline.config.loader import (
     TIER_DEFAULTS_LABEL,
     ConfigSource,
+    boto3_client,
     StoreSettings,
     find_parameter,
     load_accounts,
@@ -200,12 +201,10 @@ def push(to: Annotated[str, typer.Option("--to", help="Only 'aws'.")] = "aws", c
     per tier in Secrets Manager that is never overwritten if present."""
     if to != "aws":
         raise _fail([f"--to must be aws, not {to!r}"], "nothing pushed")
-    import boto3
-
     settings = StoreSettings()
     local = ConfigSource.from_dir(config_dir or settings.config_dir)
-    ssm = AwsParameterStore(boto3.client("ssm"))
-    secrets_client = boto3.client("secretsmanager")
+    ssm = AwsParameterStore(boto3_client("ssm"))
+    secrets_client = boto3_client("secretsmanager")
     secrets = AwsSecretStore(secrets_client)
     param_prefix = (prefix or settings.parameter_prefix).rstrip("/")
     for tier in Tier:

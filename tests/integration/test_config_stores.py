@@ -6,10 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-import boto3
 import pytest
-import requests
-from moto.server import ThreadedMotoServer
 from typer.testing import CliRunner
 
 from ops_pipeline.cli import app
@@ -17,29 +14,11 @@ from ops_pipeline.config.loader import ConfigSource, StoreSettings, load_account
 from ops_pipeline.config.secrets import SecretsFileStore, secret_env_name
 from ops_pipeline.config.stores import LocalParameterStore
 from ops_pipeline.errors import ConfigError
+from tests.aws import aws, moto_endpoint  # noqa: F401 (fixtures)
 
 KEY, SECRET = "PKTESTKEY0000WXYZ", "s3cr3t-VALUE-never-shown-9999"
 ACCOUNTS = "".join(f'[[accounts]]\nname = "{n}"\ntier = "{t}"\ninitial_balance = {b}\n\n'
                    for n, t, b in (("tiny-1k", "tiny", 1000), ("large-100k", "large", 100000)))
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto_endpoint, monkeypatch):
-    """Environment pointing boto3 at moto, with a clean moto state."""
-    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10)
-    for key, value in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_DEFAULT_REGION": "us-west-2",
-                       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
-        monkeypatch.setenv(key, value)
-    return boto3.client("ssm"), boto3.client("secretsmanager")
 
 
 class Backend:

@@ -78,9 +78,17 @@ class StoreSettings(BaseSettings):
     )
 
 
-def _boto3_client(service: str) -> Any:
+def boto3_client(service: str) -> Any:
+    """A boto3 client (``AWS_ENDPOINT_URL``, ``AWS_REGION``… apply).
+
+    botocore logs whole response bodies at DEBUG — ``GetSecretValue`` included — so its loggers
+    are kept at INFO or above whatever the root level: secrets never reach a log.
+    """
     import boto3  # imported here: only the AWS backends need it
 
+    for name in ("botocore", "boto3", "urllib3"):
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.INFO))
     return boto3.client(service)
 
 
@@ -108,11 +116,11 @@ class ConfigSource:
         settings = settings or StoreSettings()
         folder = config_dir or settings.config_dir or default_config_dir()
         parameters: ParameterStore = (
-            AwsParameterStore(_boto3_client("ssm")) if settings.parameter_store == "aws"
+            AwsParameterStore(boto3_client("ssm")) if settings.parameter_store == "aws"
             else LocalParameterStore(folder / "parameters")
         )
         secrets: SecretStore = (
-            AwsSecretStore(_boto3_client("secretsmanager")) if settings.secret_store == "aws"
+            AwsSecretStore(boto3_client("secretsmanager")) if settings.secret_store == "aws"
             else LocalSecretStore(settings.secrets_file)
         )
         return cls(folder / "accounts.toml", parameters, secrets, settings.parameter_prefix.rstrip("/"),

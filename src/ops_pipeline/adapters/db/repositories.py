@@ -109,8 +109,8 @@ class SharedRepository:
             accepted=accepted, diff=diff, reason=reason))
 
     def config_history(self, *, tier: str | None = None, account_name: str | None = None, limit: int = 50) -> list[Any]:
-        c = config_versions
-        query = select(c).order_by(c.recorded_at.desc(), c.id.desc()).limit(limit)
+        c = config_versions.c
+        query = select(config_versions).order_by(c.recorded_at.desc(), c.id.desc()).limit(limit)
         if tier:
             query = query.where(c.tier == tier)
         if account_name:
