@@ -15,7 +15,7 @@ from ops_pipeline.adapters.market_data.calendar import TradingCalendar
 from ops_pipeline.adapters.market_data.chains import ChainStore
 from ops_pipeline.adapters.market_data.quotes import HistoricalMarketData
 from ops_pipeline.clock import SimulatedClock
-from ops_pipeline.config.loader import ConfigSource, load_all, load_credentials
+from ops_pipeline.config.loader import ConfigSource, load_all, load_credentials, value_sources
 from ops_pipeline.config.secrets import Credentials
 from ops_pipeline.config.watcher import ConfigChange, ConfigWatcher, Recorder
 from ops_pipeline.config.models import AccountConfig
@@ -86,6 +86,11 @@ def log_startup(cfg: AccountConfig, account: BrokerAccount) -> None:
     r = cfg.risk
     log = logging.getLogger("ops_pipeline.startup")
     log.info("[%s] tier %s; parameters from %s", cfg.name, r.account_tier.value, cfg.parameter_source)
+    by_source: dict[str, list[str]] = {}
+    for key, source in value_sources(cfg).items():
+        by_source.setdefault(source, []).append(key)
+    for source, keys in by_source.items():
+        log.info("[%s] from %s: %s", cfg.name, source, ", ".join(keys))
     log.info("[%s] risk limits: max exposure $%s, max positions %s, max contracts %s, max daily loss $%s, "
              "risk %.0f%% day / %.0f%% swing", cfg.name, f"{r.max_notional_exposure:,.0f}", r.max_open_positions,
              r.contract_cap, f"{r.max_daily_loss:,.0f}", r.risk_pct_day * 100, r.risk_pct_swing * 100)

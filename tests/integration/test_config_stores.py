@@ -212,3 +212,39 @@ def _write_private(path: Path) -> Path:
 def _no_secret_file_left():
     yield
     (Path(__file__).resolve().parent / "secrets.json").unlink(missing_ok=True)
+
+
+def test_stores_can_be_chosen_in_the_accounts_file_and_the_environment_wins(tmp_path, monkeypatch):
+    for name in ("OPS_PIPELINE_PARAMETER_STORE", "OPS_PIPELINE_SECRET_STORE", "OPS_PIPELINE_PARAMETER_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "accounts.toml").write_text('[stores]\nparameter_prefix = "/lab"\nsecret_store = "local"\n\n' + ACCOUNTS)
+    source = ConfigSource.from_settings(StoreSettings(), config_dir=tmp_path)
+    assert source.prefix == "/lab"
+    monkeypatch.setenv("OPS_PIPELINE_PARAMETER_PREFIX", "/env")
+    assert ConfigSource.from_settings(StoreSettings(), config_dir=tmp_path).prefix == "/env"
+    (tmp_path / "accounts.toml").write_text('[stores]\nparameter_stor = "aws"\n\n' + ACCOUNTS)
+    with pytest.raises(ConfigError, match="unknown key.*parameter_stor"):
+        ConfigSource.from_settings(StoreSettings(), config_dir=tmp_path)
+
+
+def test_local_parameters_may_be_toml(tmp_path, monkeypatch):
+    (tmp_path / "parameters").mkdir()
+    (tmp_path / "accounts.toml").write_text(ACCOUNTS)
+    (tmp_path / "parameters" / "dispatcher_config_tiny.toml").write_text('max_open_positions = 1\nallowed_actions = ["BUY_PUT"]\n')
+    source = ConfigSource.from_settings(StoreSettings(), config_dir=tmp_path)
+    cfg = load_account_config(tiny(source), source)
+    assert cfg.risk.max_open_positions == 1 and [a.value for a in cfg.risk.allowed_actions] == ["BUY_PUT"]
+
+
+def test_validate_and_diff_a_parameter_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPS_PIPELINE_CONFIG_DIR", raising=False)
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"account_tier": "small", "max_open_positions": 2, "max_daily_loss": 150}))
+    bad.write_text(json.dumps({"account_tier": "small", "max_open_positions": 0, "typo_key": 1}))
+    runner = CliRunner()
+    ok = runner.invoke(app, ["config", "validate", str(good)])
+    assert ok.exit_code == 0 and "valid small parameter" in ok.output
+    refused = runner.invoke(app, ["config", "validate", str(bad)])
+    assert refused.exit_code == 1 and "max_open_positions" in refused.output and "typo_key: unknown key" in refused.output
+    diff = runner.invoke(app, ["config", "diff", str(good), "--tier", "small"])
+    assert "max_open_positions: 3 → 2" in diff.output and "max_daily_loss: 200.0 → 150.0" in diff.output

@@ -92,6 +92,31 @@ def boto3_client(service: str) -> Any:
     return boto3.client(service)
 
 
+STORE_KEYS = ("parameter_store", "secret_store", "parameter_prefix", "secret_prefix", "secrets_file")
+
+
+def with_file_defaults(settings: StoreSettings, accounts_file: Path) -> StoreSettings:
+    """Fill what the environment did not set from the accounts file's ``[stores]`` table.
+
+    Raises:
+        ConfigError: the table has unknown keys or invalid values.
+    """
+    try:
+        table = tomllib.loads(accounts_file.read_text(encoding="utf-8")).get("stores", {})
+    except (FileNotFoundError, tomllib.TOMLDecodeError):
+        return settings  # load_accounts reports these
+    unknown = sorted(set(table) - set(STORE_KEYS))
+    if unknown:
+        raise ConfigError(f"{accounts_file} [stores]: unknown key(s) {', '.join(unknown)}; known: {', '.join(STORE_KEYS)}")
+    from_file = {k: v for k, v in table.items() if k not in settings.model_fields_set}
+    if not from_file:
+        return settings
+    try:
+        return StoreSettings.model_validate({**settings.model_dump(exclude_unset=True), **from_file})
+    except ValidationError as exc:
+        raise ConfigError.from_validation(exc, source=f"{accounts_file} [stores]") from None
+
+
 @dataclass(frozen=True)
 class ConfigSource:
     """Where configuration is read from: an accounts file, a parameter store, a secret store."""
@@ -115,6 +140,7 @@ class ConfigSource:
         """Stores chosen by ``OPS_PIPELINE_PARAMETER_STORE`` / ``OPS_PIPELINE_SECRET_STORE`` (local|aws)."""
         settings = settings or StoreSettings()
         folder = config_dir or settings.config_dir or default_config_dir()
+        settings = with_file_defaults(settings, folder / "accounts.toml")
         parameters: ParameterStore = (
             AwsParameterStore(boto3_client("ssm")) if settings.parameter_store == "aws"
             else LocalParameterStore(folder / "parameters")
@@ -145,7 +171,7 @@ def load_accounts(path: Path) -> list[AccountSpec]:
         raise ConfigError(f"accounts file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
-    unknown = sorted(set(data) - {"accounts"})
+    unknown = sorted(set(data) - {"accounts", "stores"})
     problems = [f"{key}: unknown top-level key" for key in unknown]
     specs: list[AccountSpec] = []
     for i, entry in enumerate(data.get("accounts", [])):
