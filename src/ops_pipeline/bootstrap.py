@@ -52,8 +52,12 @@ class AccountRuntime:
         if change.status == "applied":
             self.config = self.dispatcher.config = self.position_manager.config = self.watcher.current
         if self.require_credentials:
+            previous = self.credentials_source
             self.credentials, self.credentials_source = load_credentials(self.config.account, self.source)
             self.dispatcher.credentials_label = f"{self.credentials.describe()} from {self.credentials_source}"
+            if self.credentials_source != previous:
+                logging.getLogger("ops_pipeline.startup").info(
+                    "[%s] credentials: %s", self.config.name, self.dispatcher.credentials_label)
 
 
 def history_recorder(db: Database) -> Recorder:

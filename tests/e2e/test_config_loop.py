@@ -76,8 +76,9 @@ def test_a_changed_parameter_is_applied_at_the_next_run_and_an_invalid_one_refus
     assert "refused" in result.output and "max_open_positions 5 → 1" in result.output
 
 
-def test_a_rotated_secret_is_used_by_the_next_run_without_a_restart(aws_config, data_dir):
+def test_a_rotated_secret_is_used_by_the_next_run_without_a_restart(aws_config, data_dir, caplog):
     _, sm, db = aws_config
+    caplog.set_level(logging.INFO)
 
     def scheduler(now):
         if now == at(12, 0):
@@ -91,6 +92,8 @@ def test_a_rotated_secret_is_used_by_the_next_run_without_a_restart(aws_config, 
     before = {r.summary["credentials"].split(" from ")[0] for r in runs if r.started_at < at(12, 0)}
     after = {r.summary["credentials"].split(" from ")[0] for r in runs if r.started_at >= at(12, 0)}
     assert before == {"account large-100k, key …1111"} and after == {"account large-100k, key …2222"}
+    logged = [r.getMessage() for r in caplog.records if r.name == "ops_pipeline.startup" and "credentials:" in r.getMessage()]
+    assert len(logged) == 2 and "key …2222 from ops-pipeline/alpaca/large (version" in logged[1]
 
 
 def test_no_secret_leaks_anywhere(aws_config, data_dir, caplog, monkeypatch):
