@@ -12,6 +12,7 @@ from ops_pipeline.adapters.db.tables import active_positions, dispatch_decisions
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar, from_exchange
 from ops_pipeline.clock import SimulatedClock
 from ops_pipeline.domain.values import ExecutionMode, OccSymbol, Tier
+from ops_pipeline.ports import OrderRequest, OrderSide
 from ops_pipeline.services.dispatcher import Dispatcher
 from ops_pipeline.services.position_manager import PositionManager
 from tests.factories import NOON, account_config, quote
@@ -177,3 +178,36 @@ def test_an_expired_contract_is_closed_at_intrinsic_value(any_db):
     with any_db.transaction() as conn:
         assert AccountRepository(conn, "large-100k").realized_pnl_since(NOON) == p.realized_pnl
     assert OccSymbol.parse(p.option_symbol).expiration == dt.date(2026, 3, 27)
+
+
+def test_a_broker_position_unknown_to_the_database_is_adopted_once(any_db):
+    rig = Rig(any_db, account_config("large-100k"))
+    broker = rig.exchange.broker_for("large-100k")
+    broker.submit_order(OrderRequest("bought-by-hand", OccSymbol.parse(SYMBOL), OrderSide.BUY, 3))
+    for _ in range(4):
+        rig.manager("large-100k").run()
+        rig.advance(1)
+    (p,) = rig.rows(active_positions, "large-100k")
+    assert (p.execution_id, p.contracts, p.flags, p.entry_price, p.status) == (None, 3, "adopted", Decimal("2.5000"), "open")
+    assert (p.stop_price, p.target_price) == (Decimal("1.88"), Decimal("3.75"))
+
+
+def test_quantity_mismatches_are_corrected_and_flagged(any_db):
+    rig = Rig(any_db, account_config("large-100k"))
+    rig.recommend(0)
+    rig.dispatcher("large-100k").run()
+    rig.manager("large-100k").run()
+    (p,) = rig.rows(active_positions, "large-100k")
+    broker = rig.exchange.broker_for("large-100k")
+    broker.submit_order(OrderRequest("sold-by-hand", OccSymbol.parse(SYMBOL), OrderSide.SELL, 3))
+    rig.advance(1)
+    rig.manager("large-100k").run()
+    (corrected,) = rig.rows(active_positions, "large-100k")
+    assert corrected.contracts == p.contracts - 3 and corrected.flags == f"qty_corrected:{p.contracts}->{p.contracts - 3}"
+    broker.submit_order(OrderRequest("bought-by-hand", OccSymbol.parse(SYMBOL), OrderSide.BUY, 2))
+    for _ in range(3):
+        rig.advance(1)
+        rig.manager("large-100k").run()
+    rows = rig.rows(active_positions, "large-100k")
+    assert [(r.contracts, r.flags) for r in rows] == [(p.contracts - 3, corrected.flags), (2, "adopted:qty_mismatch")]
+    assert sum(r.contracts for r in rows) == broker.get_positions()[0].qty

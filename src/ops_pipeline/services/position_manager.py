@@ -2,10 +2,11 @@
 
 1. Create one ``active_positions`` row per filled execution of this account that has none (the
    unique ``execution_id`` makes the seed's duplicate-every-5-minutes bug impossible).
-2. Reconcile with the broker (:func:`reconcile_missing`): a database position the broker no longer
+2. Reconcile with the broker, contract by contract: a database position the broker no longer
    holds is closed — ``expired`` at intrinsic value if its contract has expired, else
-   ``not_at_broker`` — without sending an order. (Adopting broker positions unknown to the
-   database and correcting quantities arrive with the Alpaca adapter; this is the seam.)
+   ``not_at_broker`` — without sending an order; a broker position unknown to the database is
+   adopted once (flagged ``adopted``); quantities that disagree are corrected and flagged
+   (``qty_corrected:…``, or the surplus adopted as ``adopted:qty_mismatch``).
 3. Mark to market and apply the exit rules; close only what the broker reports held, never more.
 4. A close the broker refuses keeps the position ``closing`` with the error recorded and is tried
    again next run; "position does not exist" closes the record as ``not_at_broker``.
@@ -35,13 +36,19 @@ from ops_pipeline.services.runs import account_log, day_start, run_id_for
 class ManageSummary:
     run_id: str
     created: int = 0
+    adopted: int = 0
     closed: dict[str, int] = field(default_factory=dict)
     close_failures: int = 0
     open: int = 0
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"created": self.created, "closed": self.closed, "close_failures": self.close_failures, "open": self.open}
+        return {"created": self.created, "adopted": self.adopted, "closed": self.closed,
+                "close_failures": self.close_failures, "open": self.open}
+
+
+def _add_flag(flags: str | None, flag: str) -> str:
+    return flag if not flags else f"{flags},{flag}"
 
 
 def intrinsic_value(symbol: OccSymbol, spot: Decimal) -> Decimal:
@@ -79,8 +86,8 @@ class PositionManager:
             positions = repo.open_positions()
         status = "ok"
         try:
-            held = {str(p.symbol): p for p in self.broker.get_positions()} if positions else {}
-            positions = self._reconcile_missing(positions, held, now, summary)
+            held = {str(p.symbol): p for p in self.broker.get_positions()}
+            positions = self._reconcile(positions, held, now, summary)
             for row in positions:
                 self._manage(row, held[row.option_symbol], now, summary)
             self._snapshot(now)
@@ -109,22 +116,74 @@ class PositionManager:
             })
         return created
 
-    # --- step 2 (seam for full reconciliation) ------------------------------------------------
-    def _reconcile_missing(self, positions: list[Any], held: dict[str, BrokerPosition], now: dt.datetime,
-                           summary: ManageSummary) -> list[Any]:
-        remaining = []
+    # --- step 2 -------------------------------------------------------------------------------
+    def _reconcile(self, positions: list[Any], held: dict[str, BrokerPosition], now: dt.datetime,
+                   summary: ManageSummary) -> list[Any]:
+        """Make the open rows agree with what the broker holds, symbol by symbol; returns the rows
+        to manage. Broker positions are aggregated per contract; the database may hold several
+        rows of one contract (one per execution)."""
+        rows_by_symbol: dict[str, list[Any]] = {}
         for row in positions:
-            if row.option_symbol in held:
-                remaining.append(row)
+            rows_by_symbol.setdefault(row.option_symbol, []).append(row)
+        for symbol in sorted(set(rows_by_symbol) | set(held)):
+            rows = rows_by_symbol.get(symbol, [])
+            broker = held.get(symbol)
+            broker_qty = broker.qty if broker else 0
+            db_qty = sum(r.contracts for r in rows)
+            if broker_qty == db_qty:
                 continue
-            symbol = OccSymbol.parse(row.option_symbol)
-            if self._expired(symbol, now):
-                spot = self.market.underlying_price(symbol.underlying, now) or ZERO
-                self._close_record(row, intrinsic_value(symbol, spot), ExitReason.EXPIRED, now, summary)
-            else:
-                self.log.warning("position %s %s is not at the broker: closed without an order", row.id, row.option_symbol)
-                self._close_record(row, None, ExitReason.NOT_AT_BROKER, now, summary)
-        return remaining
+            if broker_qty > db_qty:
+                assert broker is not None
+                self._adopt(broker, broker_qty - db_qty, now, summary, partial=bool(rows))
+                continue
+            missing = db_qty - broker_qty
+            for row in sorted(rows, key=lambda r: r.id, reverse=True):  # newest first
+                if missing <= 0:
+                    break
+                if row.contracts <= missing:
+                    missing -= row.contracts
+                    self._close_missing(row, now, summary)
+                else:
+                    self._correct(row, row.contracts - missing, broker_qty)
+                    missing = 0
+        with self.db.transaction() as conn:
+            return AccountRepository(conn, self.config.name).open_positions()
+
+    def _close_missing(self, row: Any, now: dt.datetime, summary: ManageSummary) -> None:
+        symbol = OccSymbol.parse(row.option_symbol)
+        if self._expired(symbol, now):
+            spot = self.market.underlying_price(symbol.underlying, now) or ZERO
+            self._close_record(row, intrinsic_value(symbol, spot), ExitReason.EXPIRED, now, summary)
+        else:
+            self.log.warning("position %s %s is not at the broker: closed without an order", row.id, row.option_symbol)
+            self._close_record(row, None, ExitReason.NOT_AT_BROKER, now, summary)
+
+    def _correct(self, row: Any, contracts: int, broker_qty: int) -> None:
+        flag = f"qty_corrected:{row.contracts}->{contracts}"
+        self.log.warning("position %s %s: %s contracts recorded, broker holds %s in all; corrected to %s",
+                         row.id, row.option_symbol, row.contracts, broker_qty, contracts)
+        with self.db.transaction() as conn:
+            AccountRepository(conn, self.config.name).update_position(
+                row.id, contracts=contracts, flags=_add_flag(row.flags, flag),
+                notional_value=money(row.entry_price * CONTRACT_MULTIPLIER * contracts))
+
+    def _adopt(self, broker: BrokerPosition, qty: int, now: dt.datetime, summary: ManageSummary, *, partial: bool) -> None:
+        """Record a broker position (or the part of it) the database does not know, once."""
+        symbol = broker.symbol
+        dte = (symbol.expiration - exchange_date(now)).days
+        stop, target = stop_and_target(broker.avg_entry_price, self.config.risk.stop_loss_pct, self.config.risk.take_profit_pct)
+        flag = "adopted:qty_mismatch" if partial else "adopted"
+        self.log.warning("broker holds %s × %s unknown to the database: adopted (%s)", qty, symbol, flag)
+        with self.db.transaction() as conn:
+            AccountRepository(conn, self.config.name).create_position({
+                "execution_id": None, "ticker": symbol.underlying, "option_symbol": str(symbol),
+                "strategy_type": (StrategyType.DAY_TRADE if dte <= 1 else StrategyType.SWING_TRADE).value,
+                "contracts": qty, "entry_price": broker.avg_entry_price,
+                "notional_value": money(broker.avg_entry_price * CONTRACT_MULTIPLIER * qty),
+                "stop_price": stop, "target_price": target, "expiration_date": symbol.expiration,
+                "status": "open", "opened_at": now, "flags": flag,
+            })
+        summary.adopted += 1
 
     def _expired(self, symbol: OccSymbol, now: dt.datetime) -> bool:
         today = exchange_date(now)
