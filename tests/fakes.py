@@ -52,3 +52,35 @@ class TimeoutAfterSubmit:
             self.fail_next_submit = False
             raise BrokerTemporaryError("gateway timeout after the order was taken")
         return result
+
+
+class Faults:
+    """Faults a test arms on the paper exchange's HTTP layer (see :func:`add_faults`)."""
+
+    def __init__(self) -> None:
+        self.status_after_order: int | None = None  # the order is taken, then this status is answered
+        self.rate_limited: int = 0  # the next N requests answer 429 unprocessed
+        self.hold_after_order = None  # a threading.Event: the order is taken, the answer waits for it
+        self.order_posts = 0
+
+
+def add_faults(app, faults: Faults) -> None:  # noqa: ANN001 - a FastAPI app
+    import anyio
+    from fastapi.responses import JSONResponse, Response
+
+    @app.middleware("http")
+    async def inject(request, call_next):  # noqa: ANN001, ANN202
+        if faults.rate_limited > 0:
+            faults.rate_limited -= 1
+            return JSONResponse({"code": 42910000, "message": "rate limit exceeded"}, status_code=429,
+                                headers={"Retry-After": "2"})
+        response = await call_next(request)
+        if request.method == "POST" and request.url.path == "/v2/orders":
+            faults.order_posts += 1
+            if faults.status_after_order is not None:
+                status, faults.status_after_order = faults.status_after_order, None
+                return Response(status_code=status, content=b"upstream timed out")
+            if faults.hold_after_order is not None:
+                hold, faults.hold_after_order = faults.hold_after_order, None
+                await anyio.to_thread.run_sync(hold.wait, abandon_on_cancel=True)
+        return response

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops_pipeline.adapters.brokers.alpaca.client import AlpacaBroker
 from ops_pipeline.adapters.brokers.simulated import SimulatedExchange
 from ops_pipeline.adapters.db.database import Database
 from ops_pipeline.adapters.db.repositories import SharedRepository
@@ -20,6 +21,7 @@ from ops_pipeline.config.secrets import Credentials
 from ops_pipeline.config.watcher import ConfigChange, ConfigWatcher, Recorder
 from ops_pipeline.config.models import AccountConfig
 from ops_pipeline.domain.values import ExecutionMode
+from ops_pipeline.errors import ConfigError
 from ops_pipeline.ports import BrokerAccount
 from ops_pipeline.services.dispatcher import Dispatcher
 from ops_pipeline.services.position_manager import PositionManager
@@ -157,3 +159,23 @@ def build_replay(*, db: Database, data_dir: Path, interval_minutes: int, tickers
             require_credentials,
         ))
     return ReplayRig(db, calendar, clock, market, exchange, SignalEngine(db, market.bars), runtimes, quality)
+
+
+MIN_OPTIONS_LEVEL = 2
+"""Buying calls and puts needs Alpaca options trading level 2 or more."""
+
+
+def verify_alpaca_account(config: AccountConfig, broker: AlpacaBroker) -> BrokerAccount:
+    """Seed 001 "Startup Sequence", step 3: connect, check the account, log what it is.
+
+    Raises:
+        ConfigError: the account cannot buy options (trading level below 2).
+        BrokerError: the broker refused the credentials or cannot be reached.
+    """
+    account = broker.get_account()
+    level = broker.options_trading_level()
+    if level < MIN_OPTIONS_LEVEL:
+        raise ConfigError(f"Alpaca account {account.account_number} of {config.name} has options trading level "
+                          f"{level}; level {MIN_OPTIONS_LEVEL} or more is needed to buy calls and puts")
+    log_startup(config, account)
+    return account

@@ -34,6 +34,7 @@ class ApiKey:
 
     account_name: str
     secret: str
+    options_level: int = 2
 
 
 class ApiError(Exception):
@@ -63,19 +64,23 @@ def create_app(exchange: SimulatedExchange, keys: dict[str, ApiKey], market: Mar
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body, status_code=exc.status)
 
-    def broker_for(request: Request) -> SimulatedBroker:
-        """The account of the request's Alpaca key headers, or 401."""
+    def key_for(request: Request) -> ApiKey:
+        """The key of the request's Alpaca headers, or 401."""
         entry = keys.get(request.headers.get("APCA-API-KEY-ID", ""))
         secret = request.headers.get("APCA-API-SECRET-KEY", "")
         if entry is None or not hmac.compare_digest(entry.secret.encode(), secret.encode()):
             raise ApiError("unauthorized", "request is not authorized")
-        return exchange.broker_for(entry.account_name)
+        return entry
+
+    def broker_for(request: Request) -> SimulatedBroker:
+        return exchange.broker_for(key_for(request).account_name)
 
     @app.get("/v2/account")
     def account(request: Request) -> dict[str, Any]:
         with lock:
-            broker = broker_for(request)
-            return wire.account_json(wire.asset_id(broker.account_name), broker.get_account(), opened)
+            entry = key_for(request)
+            broker = exchange.broker_for(entry.account_name)
+            return wire.account_json(wire.asset_id(broker.account_name), broker.get_account(), opened, entry.options_level)
 
     @app.post("/v2/orders")
     def submit(body: OrderBody, request: Request) -> dict[str, Any]:

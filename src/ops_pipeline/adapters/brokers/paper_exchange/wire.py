@@ -53,13 +53,13 @@ def order_uuid(broker_order_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"ops-pipeline-order:{broker_order_id}"))
 
 
-def account_json(account_id: str, account: BrokerAccount, created_at: dt.datetime) -> dict[str, Any]:
+def account_json(account_id: str, account: BrokerAccount, created_at: dt.datetime, options_level: int = 2) -> dict[str, Any]:
     return {
         "id": account_id, "account_number": account.account_number, "status": "ACTIVE", "crypto_status": "INACTIVE",
         "currency": "USD", "cash": _s(account.cash), "buying_power": _s(account.buying_power),
         "regt_buying_power": _s(account.buying_power), "daytrading_buying_power": "0",
         "non_marginable_buying_power": _s(account.cash), "options_buying_power": _s(account.options_buying_power),
-        "options_approved_level": 2, "options_trading_level": 2, "portfolio_value": _s(account.equity),
+        "options_approved_level": options_level, "options_trading_level": options_level, "portfolio_value": _s(account.equity),
         "equity": _s(account.equity), "last_equity": _s(account.equity),
         "long_market_value": _s(account.equity - account.cash), "short_market_value": "0",
         "initial_margin": "0", "maintenance_margin": "0", "last_maintenance_margin": "0", "sma": "0",
