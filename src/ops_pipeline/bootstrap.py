@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from decimal import Decimal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops_pipeline.adapters.brokers.alpaca.client import AlpacaBroker
+from fastapi import FastAPI
+
+from ops_pipeline.adapters.brokers.alpaca.client import AlpacaBroker, check_paper
+from ops_pipeline.adapters.brokers.paper_exchange.app import ApiKey, create_app
+from ops_pipeline.adapters.brokers.paper_exchange.server import SpeedClock
 from ops_pipeline.adapters.brokers.simulated import SimulatedExchange
 from ops_pipeline.adapters.db.database import Database
 from ops_pipeline.adapters.db.repositories import SharedRepository
 from ops_pipeline.adapters.market_data.bars import BarQuality, BarSeries, bar_files, load_bars, slice_dates
-from ops_pipeline.adapters.market_data.calendar import TradingCalendar
+from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange_date
 from ops_pipeline.adapters.market_data.chains import ChainStore
 from ops_pipeline.adapters.market_data.quotes import HistoricalMarketData
 from ops_pipeline.clock import SimulatedClock
-from ops_pipeline.config.loader import ConfigSource, load_all, load_credentials, value_sources
+from ops_pipeline.config.loader import ConfigSource, load_accounts, load_all, load_credentials, value_sources
 from ops_pipeline.config.secrets import Credentials
 from ops_pipeline.config.watcher import ConfigChange, ConfigWatcher, Recorder
 from ops_pipeline.config.models import AccountConfig
@@ -179,3 +184,60 @@ def verify_alpaca_account(config: AccountConfig, broker: AlpacaBroker) -> Broker
                           f"{level}; level {MIN_OPTIONS_LEVEL} or more is needed to buy calls and puts")
     log_startup(config, account)
     return account
+
+
+@dataclass(frozen=True)
+class ExchangeAccount:
+    """An account served by the paper exchange: its name, Alpaca-style key and secret, balance."""
+
+    name: str
+    key: str
+    secret: str
+    balance: Decimal
+
+    @classmethod
+    def parse(cls, text: str) -> ExchangeAccount:
+        """``NAME:KEY:SECRET:BALANCE``.
+
+        Raises:
+            ConfigError: malformed (the secret is not echoed).
+        """
+        parts = text.split(":")
+        if len(parts) != 4:
+            raise ConfigError("--account must be NAME:KEY:SECRET:BALANCE")
+        name, key, secret, balance = parts
+        try:
+            amount = Decimal(balance)
+        except ArithmeticError:
+            raise ConfigError(f"--account {name}: balance {balance!r} is not a number") from None
+        return cls(name, key, secret, amount)
+
+
+def build_paper_exchange(*, data_dir: Path, start: dt.datetime, speed: float, accounts: list[ExchangeAccount],
+                         source: ConfigSource | None = None) -> tuple[FastAPI, SpeedClock, list[ExchangeAccount]]:
+    """The paper exchange over the 1-minute data, market time from ``start`` at ``speed``× real time.
+
+    Without ``accounts``, serves the configured accounts with their credentials from the secret store.
+
+    Raises:
+        ConfigError: a configured account has no credentials, or a key is not a paper key.
+        DataError: the data folder lacks the 1-minute bars.
+    """
+    if not accounts:
+        source = source or ConfigSource.from_settings()
+        for spec in load_accounts(source.accounts_file):
+            credentials, _ = load_credentials(spec, source)
+            accounts.append(ExchangeAccount(spec.name, credentials.api_key.get_secret_value(),
+                                            credentials.api_secret.get_secret_value(), spec.initial_balance))
+    for account in accounts:
+        check_paper(account.key, None)
+    calendar = TradingCalendar()
+    day = exchange_date(start)
+    market, _ = load_market(data_dir, 1, None, day, day + dt.timedelta(days=45), calendar, dt.timedelta(minutes=30))
+    clock = SpeedClock(start, speed)
+    exchange = SimulatedExchange(market, clock, calendar)
+    keys = {}
+    for account in accounts:
+        exchange.open_account(account.name, account.balance)
+        keys[account.key] = ApiKey(account.name, account.secret)
+    return create_app(exchange, keys, market, clock), clock, accounts

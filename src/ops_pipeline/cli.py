@@ -17,8 +17,12 @@ from rich.table import Table
 from sqlalchemy import inspect, text
 
 from ops_pipeline import cli_config
+from ops_pipeline.adapters.brokers.paper_exchange.server import serve_in_thread
 from ops_pipeline.adapters.db.database import Database, sqlite_url
+from ops_pipeline.adapters.market_data.calendar import from_exchange
+from ops_pipeline.bootstrap import ExchangeAccount, build_paper_exchange
 from ops_pipeline.config.loader import ConfigSource, load_all
+from ops_pipeline.config.secrets import mask
 from ops_pipeline.errors import ConfigError, DataError
 from ops_pipeline.replay import DEFAULT_END, DEFAULT_START, DEFAULT_TICKERS, ReplaySettings, run_replay
 from ops_pipeline.reports.charts import write_equity_chart
@@ -204,5 +208,44 @@ def accounts_list(config_dir: ConfigDir = None) -> None:
     console.print(table)
 
 
+exchange_app = typer.Typer(no_args_is_help=True, help="The paper exchange: the simulated broker over Alpaca's HTTP API.")
+app.add_typer(exchange_app, name="paper-exchange")
+
+
+@exchange_app.command("serve")
+def paper_exchange_serve(
+    start: Annotated[str, typer.Option("--start", help='Market time to start at, US/Eastern: "YYYY-MM-DD HH:MM".')],
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port).")] = 8765,
+    data: Annotated[Path | None, typer.Option("--data", help="Data folder (bars_1min/, option_chains/).")] = None,
+    speed: Annotated[float, typer.Option("--speed", help="Market seconds per real second.")] = 1.0,
+    account: Annotated[list[str] | None, typer.Option("--account", help="NAME:KEY:SECRET:BALANCE (repeatable); "
+                                                      "default: the configured accounts and their secrets.")] = None,
+) -> None:
+    """Serve the simulated broker on 127.0.0.1 with Alpaca's Trading API v2 paths, one account per key."""
+    try:
+        begin = from_exchange(dt.datetime.strptime(start, "%Y-%m-%d %H:%M"))
+    except ValueError:
+        raise _fail(f'--start must be "YYYY-MM-DD HH:MM" (US/Eastern), not {start!r}') from None
+    try:
+        accounts = [ExchangeAccount.parse(a) for a in account or []]
+        exchange, _, served = build_paper_exchange(data_dir=data or default_data_dir(), start=begin, speed=speed,
+                                                   accounts=accounts)
+    except (ConfigError, DataError) as exc:
+        raise _fail(str(exc)) from None
+    running = serve_in_thread(exchange, port=port)
+    console.print(f"paper exchange listening on {running.url} (market time from {start} ET at {speed}×)", soft_wrap=True)
+    for a in served:
+        console.print(f"  {a.name}: key {mask(a.key)}, ${a.balance:,.2f}", soft_wrap=True)
+    console.file.flush()
+    try:
+        running.thread.join()
+    except KeyboardInterrupt:
+        running.stop()
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

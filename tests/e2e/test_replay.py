@@ -134,3 +134,28 @@ def test_cli_refuses_bad_options_with_a_clear_message(tmp_path):
     assert result.exit_code == 2 and "--bars must be 1min or 5min" in result.output
     result = CliRunner().invoke(app, ["replay", "--data", str(tmp_path), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "bar folder not found" in result.output
+
+
+def test_paper_exchange_serve_answers_alpaca_py(data_dir):
+    """`ops-pipeline paper-exchange serve` as a user starts it, then alpaca-py against it."""
+    import subprocess
+    import sys
+
+    from alpaca.trading.client import TradingClient
+    from alpaca.trading.requests import GetOptionContractsRequest
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ops_pipeline.cli", "paper-exchange", "serve", "--port", "0", "--data", str(data_dir),
+         "--start", "2026-03-16 12:00", "--speed", "0", "--account", "tiny-1k:PKTINYSERVE01:serve-secret:1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", first)
+        assert url, first + process.stdout.read() if process.poll() is not None else first
+        client = TradingClient("PKTINYSERVE01", "serve-secret", paper=True, url_override=url.group(0))
+        assert client.get_account().cash == "1000.00"
+        contracts = client.get_option_contracts(GetOptionContractsRequest(underlying_symbols=["SPY"], limit=5))
+        assert len(contracts.option_contracts) == 5 and contracts.option_contracts[0].symbol.startswith("SPY2603")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

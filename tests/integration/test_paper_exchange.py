@@ -63,6 +63,7 @@ def test_every_call_the_pipeline_makes_through_alpaca_py(exchange_url):
     assert trading.get_all_positions() == []
     contracts = trading.get_option_contracts(GetOptionContractsRequest(underlying_symbols=["SPY"], limit=2))
     assert [c.symbol for c in contracts.option_contracts] == sorted(SYMBOLS)[:2] and contracts.next_page_token == "2"
+    assert [c.strike_price for c in contracts.option_contracts] == [660.0, 665.0]
     rest = trading.get_option_contracts(GetOptionContractsRequest(underlying_symbols=["SPY"], limit=2, page_token="2"))
     assert [c.symbol for c in rest.option_contracts] == sorted(SYMBOLS)[2:] and rest.next_page_token is None
     data = OptionHistoricalDataClient("PKLARGEKEY0002", "large-secret", url_override=exchange_url)

@@ -16,6 +16,7 @@ def test_occ_symbol_round_trip():
     assert str(symbol) == "SPY260320C00660000"
     assert str(OccSymbol.parse("SOXL260320P00012500")) == "SOXL260320P00012500"
     assert OccSymbol.parse("SOXL260320P00012500").strike == Decimal("12.5")
+    assert OccSymbol.parse("SPY260316C00540000").strike_text == "540"  # never "5.4E+2"
 
 
 def test_occ_symbol_rejects_garbage():

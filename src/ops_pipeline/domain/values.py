@@ -107,7 +107,12 @@ class OccSymbol:
         date = dt.datetime.strptime(match["date"], "%y%m%d").date()
         option_type = OptionType.CALL if match["cp"] == "C" else OptionType.PUT
         strike = Decimal(int(match["strike"])) / 1000
-        return cls(match["root"], date, option_type, strike.normalize())
+        return cls(match["root"], date, option_type, strike)
+
+    @property
+    def strike_text(self) -> str:
+        """The strike in plain digits without trailing zeros: ``540``, ``12.5``."""
+        return format(self.strike.normalize(), "f")
 
     def __str__(self) -> str:
         thousandths = int((self.strike * 1000).to_integral_value(rounding=ROUND_HALF_UP))

@@ -209,7 +209,7 @@ class HistoricalMarketData:
         step = strike_step(ticker, spot)
         strikes = np.arange(math.ceil(spot * (1 - STRIKE_RANGE) / step), math.floor(spot * (1 + STRIKE_RANGE) / step) + 1) * step
         symbols = [
-            OccSymbol(ticker, expiration, option_type, Decimal(str(round(float(strike), 3))).normalize())
+            OccSymbol(ticker, expiration, option_type, Decimal(str(round(float(strike), 3))))
             for expiration in self._expirations(ticker, exchange_date(now), min_dte, max_dte)
             if expiry_close_epoch(expiration) > now.timestamp()
             for strike in strikes

@@ -108,10 +108,10 @@ def contract_json(quote: OptionQuote) -> dict[str, Any]:
     as_of = exchange_date(quote.quote_time).isoformat()
     kind = "call" if s.option_type is OptionType.CALL else "put"
     return {
-        "id": asset_id(s), "symbol": str(s), "name": f"{s.underlying} {s.expiration:%b %d %Y} {s.strike} {kind.title()}",
+        "id": asset_id(s), "symbol": str(s), "name": f"{s.underlying} {s.expiration:%b %d %Y} {s.strike_text} {kind.title()}",
         "status": "active", "tradable": True, "expiration_date": s.expiration.isoformat(), "root_symbol": s.underlying,
         "underlying_symbol": s.underlying, "underlying_asset_id": asset_id(s.underlying), "type": kind,
-        "style": "american", "strike_price": _s(s.strike), "multiplier": "100", "size": "100",
+        "style": "american", "strike_price": s.strike_text, "multiplier": "100", "size": "100",
         "open_interest": _s(quote.open_interest or 0), "open_interest_date": as_of,
         "close_price": _s(quote.mid), "close_price_date": as_of,
     }
