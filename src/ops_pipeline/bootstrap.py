@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+from collections.abc import Callable
 from decimal import Decimal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from ops_pipeline.adapters.brokers.alpaca.client import AlpacaBroker, check_paper
+from ops_pipeline.adapters.brokers.alpaca.market_data import AlpacaMarketData, BrokerClock
 from ops_pipeline.adapters.brokers.paper_exchange.app import ApiKey, create_app
 from ops_pipeline.adapters.brokers.paper_exchange.server import SpeedClock
 from ops_pipeline.adapters.brokers.simulated import SimulatedExchange
@@ -27,7 +30,7 @@ from ops_pipeline.config.watcher import ConfigChange, ConfigWatcher, Recorder
 from ops_pipeline.config.models import AccountConfig
 from ops_pipeline.domain.values import ExecutionMode
 from ops_pipeline.errors import ConfigError
-from ops_pipeline.ports import BrokerAccount
+from ops_pipeline.ports import Broker, BrokerAccount, MarketData
 from ops_pipeline.services.dispatcher import Dispatcher
 from ops_pipeline.services.position_manager import PositionManager
 from ops_pipeline.services.signals import SignalEngine
@@ -48,6 +51,8 @@ class AccountRuntime:
     require_credentials: bool = False
     credentials: Credentials | None = None
     credentials_source: str | None = None
+    connect: Callable[[Credentials], tuple[Broker, MarketData]] | None = None
+    """Live mode: builds the broker and market data from credentials (again after a rotation)."""
 
     def before_run(self, now: dt.datetime) -> None:
         """LOOP mode: apply a new valid parameter version; re-read credentials (rotation, no restart).
@@ -65,6 +70,10 @@ class AccountRuntime:
             if self.credentials_source != previous:
                 logging.getLogger("ops_pipeline.startup").info(
                     "[%s] credentials: %s", self.config.name, self.dispatcher.credentials_label)
+                if self.connect is not None:
+                    broker, market = self.connect(self.credentials)
+                    for service in (self.dispatcher, self.position_manager):
+                        service.broker, service.market = broker, market
 
 
 def history_recorder(db: Database) -> Recorder:
@@ -241,3 +250,49 @@ def build_paper_exchange(*, data_dir: Path, start: dt.datetime, speed: float, ac
         exchange.open_account(account.name, account.balance)
         keys[account.key] = ApiKey(account.name, account.secret)
     return create_app(exchange, keys, market, clock), clock, accounts
+
+
+def alpaca_urls() -> tuple[str | None, str | None]:
+    """Trading and market-data base URLs: ``OPS_PIPELINE_ALPACA_BASE_URL`` /
+    ``OPS_PIPELINE_ALPACA_DATA_URL`` (a paper exchange), else Alpaca's paper endpoints."""
+    return os.environ.get("OPS_PIPELINE_ALPACA_BASE_URL") or None, os.environ.get("OPS_PIPELINE_ALPACA_DATA_URL") or None
+
+
+def build_live_account(*, db: Database, account_name: str, source: ConfigSource | None = None) -> AccountRuntime:
+    """One account on Alpaca paper (``EXECUTION_MODE=ALPACA_PAPER``): credentials from the secret
+    store, verified at startup, the broker's clock, the same dispatcher and position manager.
+
+    Raises:
+        ConfigError: not in ALPACA_PAPER mode, unknown account, missing/live credentials, options level.
+        BrokerError: the broker refused or cannot be reached.
+    """
+    source = source or ConfigSource.from_settings()
+    if source.execution_mode is not ExecutionMode.ALPACA_PAPER:
+        raise ConfigError("live runs trade through Alpaca: set EXECUTION_MODE=ALPACA_PAPER "
+                          "(the simulated broker runs in `ops-pipeline replay` and behind `paper-exchange serve`)")
+    configs = {c.name: c for c in load_all(source)}
+    if account_name not in configs:
+        raise ConfigError(f"no account {account_name!r}; accounts: {', '.join(configs)}")
+    cfg = configs[account_name]
+    trading_url, data_url = alpaca_urls()
+
+    def connect(credentials: Credentials) -> tuple[Broker, MarketData]:
+        key, secret = credentials.api_key.get_secret_value(), credentials.api_secret.get_secret_value()
+        broker = AlpacaBroker(key, secret, base_url=trading_url)
+        verify_alpaca_account(cfg, broker)
+        return broker, AlpacaMarketData(key, secret, trading_url=trading_url, data_url=data_url)
+
+    credentials, _ = load_credentials(cfg.account, source)
+    broker, market = connect(credentials)
+    clock = BrokerClock(broker)
+    with db.transaction() as conn:
+        spec = cfg.account
+        SharedRepository(conn).register_account(name=spec.name, tier=spec.tier.value, initial_balance=spec.initial_balance,
+                                                state=spec.state, notes=spec.notes,
+                                                secret_name=source.secret_names(spec.tier)[0], now=clock.now())
+    runtime = AccountRuntime(
+        cfg, Dispatcher(db, cfg, broker, market, clock, ExecutionMode.ALPACA_PAPER),
+        PositionManager(db, cfg, broker, market, clock, TradingCalendar()),
+        ConfigWatcher(cfg, source, history_recorder(db)), source, require_credentials=True, connect=connect,
+    )
+    return runtime

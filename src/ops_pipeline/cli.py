@@ -20,10 +20,10 @@ from ops_pipeline import cli_config
 from ops_pipeline.adapters.brokers.paper_exchange.server import serve_in_thread
 from ops_pipeline.adapters.db.database import Database, sqlite_url
 from ops_pipeline.adapters.market_data.calendar import from_exchange
-from ops_pipeline.bootstrap import ExchangeAccount, build_paper_exchange
+from ops_pipeline.bootstrap import ExchangeAccount, build_live_account, build_paper_exchange
 from ops_pipeline.config.loader import ConfigSource, load_all
 from ops_pipeline.config.secrets import mask
-from ops_pipeline.errors import ConfigError, DataError
+from ops_pipeline.errors import BrokerError, ConfigError, DataError
 from ops_pipeline.replay import DEFAULT_END, DEFAULT_START, DEFAULT_TICKERS, ReplaySettings, run_replay
 from ops_pipeline.reports.charts import write_equity_chart
 from ops_pipeline.reports.render import render, write_files
@@ -206,6 +206,42 @@ def accounts_list(config_dir: ConfigDir = None) -> None:
                       str(r.max_open_positions), str(r.contract_cap), f"${r.max_daily_loss:,.0f}",
                       f"{r.risk_pct_day:.0%}/{r.risk_pct_swing:.0%}", c.parameter_source)
     console.print(table)
+
+
+@app.command("run")
+def run_account(
+    account: Annotated[str, typer.Option("--account", help="The account to run (accounts.toml).")],
+    once: Annotated[bool, typer.Option("--once", help="One position-manager and dispatcher run, then exit.")] = False,
+    database_url: DatabaseUrl = None,
+    config_dir: ConfigDir = None,
+) -> None:
+    """Run one account on Alpaca paper (EXECUTION_MODE=ALPACA_PAPER; OPS_PIPELINE_ALPACA_BASE_URL and
+    OPS_PIPELINE_ALPACA_DATA_URL point it at a paper exchange): the position manager then the
+    dispatcher, once or on the account's schedule (LOOP: parameters and credentials re-read each run)."""
+    _setup_logging(Path(".ops-pipeline") / f"run-{account}.log")
+    db = Database(database_url or sqlite_url(Path("ops_pipeline.db")))
+    db.upgrade()
+    try:
+        runtime = build_live_account(db=db, account_name=account,
+                                     source=ConfigSource.from_settings(config_dir=config_dir))
+    except (ConfigError, BrokerError) as exc:
+        raise _fail(str(exc)) from None
+    schedule = runtime.config.account.schedule
+    while True:
+        now = runtime.dispatcher.clock.now()
+        try:
+            runtime.before_run(now)
+            managed = runtime.position_manager.run()
+            dispatched = runtime.dispatcher.run()
+        except ConfigError as exc:
+            console.print(f"[red]run skipped:[/] {exc}", soft_wrap=True)
+        else:
+            console.print(f"{now:%Y-%m-%d %H:%M:%S} UTC {account}: positions {managed.as_dict()}; "
+                          f"dispatch {dispatched.as_dict()}", soft_wrap=True, markup=False)
+        if once:
+            return
+        wait = schedule.seconds_until_next(runtime.dispatcher.clock.now())
+        time.sleep(wait)
 
 
 exchange_app = typer.Typer(no_args_is_help=True, help="The paper exchange: the simulated broker over Alpaca's HTTP API.")

@@ -199,3 +199,19 @@ def test_startup_verification_logs_the_account_and_needs_options_level_2(venue, 
             verify_alpaca_account(cfg, level_one.broker())
     finally:
         level_one.server.stop()
+
+
+def test_a_403_from_the_broker_is_a_recorded_rejection_and_the_run_goes_on(sqlite_db, venue):
+    cfg = account_config("large-100k", paper_ignore_buying_power=True, ticker_cooldown_minutes=0)
+    venue.market.set_quote(quote(SYMBOLS[2], bid="2.50", ask="2.50"))  # no spread: no unrealized loss to trip other gates
+    venue.book.submit_order(buy("drain-cash", qty=398, symbol=SYMBOLS[2]))  # cash $500 left, equity $100K
+    dispatcher, _ = rig(sqlite_db, venue.broker(), venue.market, venue.clock, cfg)
+    recommend(sqlite_db, 0, "SPY")
+    recommend(sqlite_db, 0, "QQQ", "BUY_PUT")
+    summary = dispatcher.run()
+    assert summary.rejected == {"insufficient_buying_power": 2} and summary.claimed == 2
+    with sqlite_db.transaction() as conn:
+        decisions = conn.execute(select(dispatch_decisions.c.status, dispatch_decisions.c.reason_detail)).all()
+        executions = conn.execute(select(dispatch_executions.c.status)).all()
+    assert all(d.status == "rejected" and "insufficient options buying power" in d.reason_detail for d in decisions)
+    assert [e.status for e in executions] == ["rejected", "rejected"]

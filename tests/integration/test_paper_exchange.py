@@ -85,6 +85,12 @@ def test_answers_validate_against_the_openapi_specs(exchange_url):
     validate(raw(exchange_url, "DELETE", f"/v2/positions/{SYMBOLS[0]}").json(), "/v2/positions/{symbol_or_asset_id}", "delete")
     validate(raw(exchange_url, "GET", "/v1beta1/options/quotes/latest", params={"symbols": SYMBOLS[0]}).json(),
              "/v1beta1/options/quotes/latest", "get", spec="market-data-api.json")
+    snapshots = raw(exchange_url, "GET", "/v1beta1/options/snapshots", params={"symbols": ",".join(SYMBOLS)}).json()
+    validate(snapshots, "/v1beta1/options/snapshots", "get", spec="market-data-api.json")
+    assert 0.3 < snapshots["snapshots"][SYMBOLS[0]]["greeks"]["delta"] < 0.7
+    validate(raw(exchange_url, "GET", "/v2/stocks/trades/latest", params={"symbols": "SPY"}).json(),
+             "/v2/stocks/trades/latest", "get", spec="market-data-api.json")
+    validate(raw(exchange_url, "GET", "/v2/clock").json(), "/v2/clock", "get")
 
 
 @pytest.mark.parametrize(("method", "path", "kwargs", "status", "message"), [

@@ -62,3 +62,20 @@ def implied_vol(price: ArrayLike, spot: ArrayLike, strike: ArrayLike, years: Arr
         high = np.where(above, mid, high)
         low = np.where(above, low, mid)
     return np.where(valid, 0.5 * (low + high), np.nan)
+
+
+def bs_greeks(spot: float, strike: float, years: float, sigma: float, is_call: bool,
+              rate: float = RISK_FREE_RATE) -> dict[str, float]:
+    """Delta, gamma, theta (per calendar day), vega and rho (per 1 point = 0.01) of one contract."""
+    years = max(years, MIN_YEARS)
+    d1, d2 = _d1_d2(np.float64(spot), np.float64(strike), np.float64(years), rate, np.float64(sigma))
+    pdf = float(np.exp(-0.5 * d1 * d1) / np.sqrt(2 * np.pi))
+    disc = strike * np.exp(-rate * years)
+    if is_call:
+        delta, theta = float(ndtr(d1)), -spot * pdf * sigma / (2 * np.sqrt(years)) - rate * disc * float(ndtr(d2))
+        rho = disc * years * float(ndtr(d2))
+    else:
+        delta, theta = float(ndtr(d1)) - 1, -spot * pdf * sigma / (2 * np.sqrt(years)) + rate * disc * float(ndtr(-d2))
+        rho = -disc * years * float(ndtr(-d2))
+    return {"delta": delta, "gamma": pdf / (spot * sigma * np.sqrt(years)), "theta": float(theta) / 365,
+            "vega": spot * pdf * np.sqrt(years) / 100, "rho": float(rho) / 100}

@@ -87,7 +87,7 @@ class Dispatcher:
         name, cfg = self.config.name, self.config.risk
         summary = DispatchSummary(run_id_for("dispatcher", name, now), credentials=self.credentials_label)
         with self.db.transaction() as conn:
-            AccountRepository(conn, name).start_run(summary.run_id, "dispatcher", now)
+            summary.run_id = AccountRepository(conn, name).start_run(summary.run_id, "dispatcher", now)
         try:
             summary.resolved = self._resolve_pending(now)
             with self.db.transaction() as conn:

@@ -81,7 +81,7 @@ class PositionManager:
         summary = ManageSummary(run_id_for("position_manager", name, now))
         with self.db.transaction() as conn:
             repo = AccountRepository(conn, name)
-            repo.start_run(summary.run_id, "position_manager", now)
+            summary.run_id = repo.start_run(summary.run_id, "position_manager", now)
             summary.created = self._create_positions(repo)
             positions = repo.open_positions()
         status = "ok"

@@ -138,8 +138,14 @@ class AccountRepository:
         self.account_name = account_name
 
     # --- runs ---------------------------------------------------------------------------------
-    def start_run(self, run_id: str, kind: str, now: dt.datetime) -> None:
-        self.conn.execute(self.scope.insert(dispatch_runs).values(run_id=run_id, kind=kind, started_at=now, status="running"))
+    def start_run(self, run_id: str, kind: str, now: dt.datetime) -> str:
+        """Record a run's start; returns its id (suffixed ``-2``, ``-3``… if one started the same second)."""
+        for n in range(1, 100):
+            candidate = run_id if n == 1 else f"{run_id}-{n}"
+            if insert_ignore(self.conn, dispatch_runs, {"run_id": candidate, "account_name": self.account_name, "kind": kind,
+                                                        "started_at": now, "status": "running"}, ("run_id",)):
+                return candidate
+        raise RuntimeError(f"more than 99 runs of {run_id} in one second")
 
     def finish_run(self, run_id: str, now: dt.datetime, status: str, summary: dict[str, Any], error: str | None = None) -> None:
         self.conn.execute(

@@ -24,6 +24,7 @@ refusals (401…) → :class:`BrokerError`; ambiguity the lookup cannot settle �
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ from ops_pipeline.ports import BrokerAccount, BrokerPosition, OrderRequest, Orde
 LIVE_HOSTS = frozenset({"api.alpaca.markets"})
 REQUESTS_PER_MINUTE = 200
 T = TypeVar("T")
+C = TypeVar("C")
 
 
 class RateLimiter:
@@ -92,6 +94,16 @@ class _TimeoutAdapter(HTTPAdapter):
         return super().send(request, **kwargs)
 
 
+def harden(client: C, timeout_secs: float) -> C:
+    """Give an alpaca-py client a timeout on every request and switch off its re-sending on 429/504
+    (its ``_retry`` and ``_session`` are private; TradingClient exposes neither)."""
+    client._retry = 0  # type: ignore[attr-defined]
+    adapter = _TimeoutAdapter(timeout_secs)
+    client._session.mount("http://", adapter)  # type: ignore[attr-defined]
+    client._session.mount("https://", adapter)  # type: ignore[attr-defined]
+    return client
+
+
 def check_paper(api_key: str, base_url: str | None) -> None:
     """Refuse a live endpoint or a live key.
 
@@ -127,11 +139,7 @@ class AlpacaBroker:
     def __init__(self, api_key: str, api_secret: str, *, base_url: str | None = None, timeout_secs: float = 10.0,
                  limiter: RateLimiter | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         check_paper(api_key, base_url)
-        self._client = TradingClient(api_key, api_secret, paper=True, url_override=base_url)
-        self._client._retry = 0  # alpaca-py re-sends on 429/504, order POSTs included: never here
-        adapter = _TimeoutAdapter(timeout_secs)
-        self._client._session.mount("http://", adapter)
-        self._client._session.mount("https://", adapter)
+        self._client = harden(TradingClient(api_key, api_secret, paper=True, url_override=base_url), timeout_secs)
         self._limiter = limiter or limiter_for(api_key)
         self._sleep = sleep
 
@@ -177,6 +185,10 @@ class AlpacaBroker:
 
     def options_trading_level(self) -> int:
         return int(self._call(self._client.get_account).options_trading_level or 0)
+
+    def market_time(self) -> dt.datetime:
+        """The broker's clock (``/v2/clock``): market time, aware UTC."""
+        return self._call(self._client.get_clock).timestamp.astimezone(dt.UTC)
 
     def get_positions(self) -> list[BrokerPosition]:
         positions = []

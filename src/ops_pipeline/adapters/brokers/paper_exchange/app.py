@@ -4,8 +4,9 @@ against it. One simulated account per API key (``APCA-API-KEY-ID`` / ``APCA-API-
 
 Served: ``GET /v2/account``; ``POST /v2/orders`` (market orders, whole contracts, ``day``);
 ``GET /v2/orders``, ``/v2/orders/{id}``, ``/v2/orders:by_client_order_id``; ``GET /v2/positions``;
-``DELETE /v2/positions/{symbol}``; ``GET /v2/options/contracts`` (paged);
-``GET /v1beta1/options/quotes/latest``. Errors are Alpaca's ``{"code", "message"}`` bodies.
+``DELETE /v2/positions/{symbol}``; ``GET /v2/options/contracts`` (paged); ``GET /v2/clock``
+(market time); market data ``GET /v1beta1/options/quotes/latest``, ``/v1beta1/options/snapshots``
+(quote, greeks, implied volatility) and ``/v2/stocks/trades/latest`` (a trade at the latest close). Errors are Alpaca's ``{"code", "message"}`` bodies.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 from ops_pipeline.adapters.brokers.paper_exchange import wire
 from ops_pipeline.adapters.brokers.simulated import SimulatedBroker, SimulatedExchange
 from ops_pipeline.adapters.market_data.calendar import exchange_date
+from ops_pipeline.adapters.market_data.chains import YEAR_SECS, expiry_close_epoch
 from ops_pipeline.domain.values import OccSymbol, OptionType
 from ops_pipeline.errors import OrderRejected, PositionNotFound
 from ops_pipeline.ports import Clock, MarketData, OrderRequest, OrderSide
@@ -55,6 +57,7 @@ class OrderBody(BaseModel):
 
 def create_app(exchange: SimulatedExchange, keys: dict[str, ApiKey], market: MarketData, clock: Clock) -> FastAPI:
     """The ASGI app; every call is serialised by one lock (the simulated books are not thread-safe)."""
+    calendar = exchange.calendar
     app = FastAPI(title="ops-pipeline paper exchange", docs_url=None, redoc_url=None)
     lock = threading.Lock()
     opened = clock.now()
@@ -181,5 +184,42 @@ def create_app(exchange: SimulatedExchange, keys: dict[str, ApiKey], market: Mar
                 if quote is not None:
                     quotes[str(quote.symbol)] = wire.quote_json(quote)
             return {"quotes": quotes}
+
+    @app.get("/v1beta1/options/snapshots")
+    def snapshots(request: Request, symbols: str, feed: str | None = None, limit: int | None = None,
+                  page_token: str | None = None) -> dict[str, Any]:
+        with lock:
+            broker_for(request)
+            now = clock.now()
+            found = {}
+            for raw in symbols.split(","):
+                quote = market.option_quote(OccSymbol.parse(raw.strip()), now)
+                if quote is not None:
+                    years = (expiry_close_epoch(quote.symbol.expiration) - now.timestamp()) / YEAR_SECS
+                    found[str(quote.symbol)] = wire.snapshot_json(quote, years)
+            return {"snapshots": found, "next_page_token": None}
+
+    @app.get("/v2/stocks/trades/latest")
+    def latest_trades(request: Request, symbols: str, feed: str | None = None) -> dict[str, Any]:
+        with lock:
+            broker_for(request)
+            now = clock.now()
+            trades = {}
+            for ticker in symbols.split(","):
+                price = market.underlying_price(ticker.strip().upper(), now)
+                if price is not None:
+                    trades[ticker.strip().upper()] = wire.trade_json(price, now)
+            return {"trades": trades}
+
+    @app.get("/v2/clock")
+    def market_clock(request: Request) -> dict[str, Any]:
+        with lock:
+            broker_for(request)
+            now = clock.now()
+            sessions = calendar.sessions(exchange_date(now), exchange_date(now) + dt.timedelta(days=10))
+            is_open = calendar.is_open(now)
+            upcoming = [s for s in sessions if s.close > now]
+            next_open = next(s.open for s in upcoming if s.open > now) if upcoming else now
+            return wire.clock_json(now, is_open, next_open, upcoming[0].close if upcoming else now)
 
     return app

@@ -12,6 +12,7 @@ from typing import Any
 
 from ops_pipeline.adapters.market_data.calendar import exchange_date
 from ops_pipeline.domain.market import OptionQuote
+from ops_pipeline.domain.pricing import bs_greeks
 from ops_pipeline.domain.values import CONTRACT_MULTIPLIER, OccSymbol, OptionType
 from ops_pipeline.ports import BrokerAccount, BrokerPosition, OrderResult
 
@@ -115,6 +116,27 @@ def contract_json(quote: OptionQuote) -> dict[str, Any]:
         "open_interest": _s(quote.open_interest or 0), "open_interest_date": as_of,
         "close_price": _s(quote.mid), "close_price_date": as_of,
     }
+
+
+def snapshot_json(quote: OptionQuote, years: float) -> dict[str, Any]:
+    """Market Data API ``/v1beta1/options/snapshots`` item: latest quote, greeks, implied volatility."""
+    body: dict[str, Any] = {"latestQuote": quote_json(quote)}
+    if quote.iv:
+        s = quote.symbol
+        body["impliedVolatility"] = quote.iv
+        body["greeks"] = bs_greeks(float(quote.underlying_price), float(s.strike), years, quote.iv,
+                                   s.option_type is OptionType.CALL)
+    return body
+
+
+def trade_json(price: Decimal, at: dt.datetime) -> dict[str, Any]:
+    """Market Data API ``/v2/stocks/trades/latest`` item: a trade at the latest bar's close."""
+    return {"t": _t(at), "i": 0, "x": "V", "p": float(price), "s": 100, "c": ["@"], "z": "B"}
+
+
+def clock_json(now: dt.datetime, is_open: bool, next_open: dt.datetime, next_close: dt.datetime) -> dict[str, Any]:
+    """Trading API ``/v2/clock``."""
+    return {"timestamp": _t(now), "is_open": is_open, "next_open": _t(next_open), "next_close": _t(next_close)}
 
 
 def quote_json(quote: OptionQuote) -> dict[str, Any]:

@@ -1,0 +1,108 @@
+"""Market data from Alpaca through alpaca-py (the ``MarketData`` port in ``ALPACA_PAPER`` mode).
+
+- the underlying's price: the latest stock trade (``/v2/stocks/trades/latest``);
+- an option chain: the contracts (``/v2/options/contracts``, paged, by type and expiration window)
+  joined with their snapshots (``/v1beta1/options/snapshots``: latest quote, greeks, implied
+  volatility), 100 symbols a request;
+- one contract's quote: its snapshot.
+
+Quotes are ``real`` (they are the market's), timed by the quote's own timestamp. The ``now`` the
+port passes in is only used for the DTE window: Alpaca answers with the latest data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from alpaca.data.historical.option import OptionHistoricalDataClient
+from alpaca.data.historical.stock import StockHistoricalDataClient
+from alpaca.data.requests import OptionSnapshotRequest, StockLatestTradeRequest
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import ContractType
+from alpaca.trading.requests import GetOptionContractsRequest
+
+from ops_pipeline.adapters.brokers.alpaca.client import RateLimiter, check_paper, harden, limiter_for
+from ops_pipeline.adapters.market_data.calendar import exchange_date
+from ops_pipeline.domain.market import OptionQuote, QuoteSource
+from ops_pipeline.domain.values import OccSymbol, OptionType, to_decimal
+
+SNAPSHOT_BATCH = 100
+
+
+class AlpacaMarketData:
+    """Underlying prices, option chains and option quotes from Alpaca."""
+
+    def __init__(self, api_key: str, api_secret: str, *, trading_url: str | None = None, data_url: str | None = None,
+                 timeout_secs: float = 10.0, limiter: RateLimiter | None = None) -> None:
+        check_paper(api_key, trading_url)
+        self._trading = harden(TradingClient(api_key, api_secret, paper=True, url_override=trading_url), timeout_secs)
+        self._options = harden(OptionHistoricalDataClient(api_key, api_secret, url_override=data_url), timeout_secs)
+        self._stocks = harden(StockHistoricalDataClient(api_key, api_secret, url_override=data_url), timeout_secs)
+        self._limiter = limiter or limiter_for(api_key)
+
+    def underlying_price(self, ticker: str, now: dt.datetime) -> Decimal | None:
+        self._limiter.acquire()
+        trades = self._stocks.get_stock_latest_trade(StockLatestTradeRequest(symbol_or_symbols=ticker))
+        trade = trades.get(ticker)
+        return None if trade is None else to_decimal(trade.price)
+
+    def option_chain(self, ticker: str, now: dt.datetime, *, option_type: OptionType, min_dte: int,
+                     max_dte: int) -> list[OptionQuote]:
+        today = exchange_date(now)
+        contracts: dict[str, Any] = {}
+        token = None
+        while True:
+            self._limiter.acquire()
+            page = self._trading.get_option_contracts(GetOptionContractsRequest(
+                underlying_symbols=[ticker], type=ContractType(option_type.value), limit=1000, page_token=token,
+                expiration_date_gte=today + dt.timedelta(days=min_dte),
+                expiration_date_lte=today + dt.timedelta(days=max_dte)))
+            contracts.update({c.symbol: c for c in page.option_contracts or []})
+            token = page.next_page_token
+            if not token:
+                break
+        symbols = sorted(contracts)
+        quotes = []
+        for start in range(0, len(symbols), SNAPSHOT_BATCH):
+            for symbol, snap in self._snapshots(symbols[start:start + SNAPSHOT_BATCH]).items():
+                oi = contracts[symbol].open_interest
+                quote = self._quote(symbol, snap, ticker, int(Decimal(str(oi))) if oi is not None else None)
+                if quote is not None:
+                    quotes.append(quote)
+        return quotes
+
+    def option_quote(self, symbol: OccSymbol, now: dt.datetime) -> OptionQuote | None:
+        snap = self._snapshots([str(symbol)]).get(str(symbol))
+        return None if snap is None else self._quote(str(symbol), snap, symbol.underlying, None)
+
+    def _snapshots(self, symbols: list[str]) -> dict[str, Any]:
+        if not symbols:
+            return {}
+        self._limiter.acquire()
+        return self._options.get_option_snapshot(OptionSnapshotRequest(symbol_or_symbols=symbols))
+
+    def _quote(self, symbol: str, snap: Any, ticker: str, open_interest: int | None) -> OptionQuote | None:
+        q = snap.latest_quote
+        if q is None:
+            return None
+        greeks = snap.greeks
+        spot = self.underlying_price(ticker, q.timestamp) if greeks is None else None
+        return OptionQuote(
+            symbol=OccSymbol.parse(symbol), bid=to_decimal(round(q.bid_price or 0.0, 2)),
+            ask=to_decimal(round(q.ask_price or 0.0, 2)), volume=None, open_interest=open_interest,
+            iv=snap.implied_volatility, delta=greeks.delta if greeks is not None else None,
+            underlying_price=spot or Decimal(0), quote_time=q.timestamp.astimezone(dt.UTC), source=QuoteSource.REAL,
+            snapshot=None,
+        )
+
+
+class BrokerClock:
+    """The time of the broker (``/v2/clock``): real time at Alpaca, market time at a paper exchange."""
+
+    def __init__(self, broker: Any) -> None:
+        self._broker = broker
+
+    def now(self) -> dt.datetime:
+        return self._broker.market_time()
