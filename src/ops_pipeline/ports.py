@@ -52,12 +52,14 @@ class OrderStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
-    """A market order for whole option contracts, time in force ``day`` (Alpaca options rule)."""
+    """An order for whole option contracts, time in force ``day`` (Alpaca options rule): a market
+    order, or a limit order when ``limit_price`` (dollars per share) is given."""
 
     client_order_id: str
     symbol: OccSymbol
     side: OrderSide
     qty: int
+    limit_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ class OrderResult:
     quote_source: QuoteSource | None = None
     quote_time: dt.datetime | None = None
     quote_snapshot: str | None = None
+    limit_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -215,3 +215,32 @@ def test_a_403_from_the_broker_is_a_recorded_rejection_and_the_run_goes_on(sqlit
         executions = conn.execute(select(dispatch_executions.c.status)).all()
     assert all(d.status == "rejected" and "insufficient options buying power" in d.reason_detail for d in decisions)
     assert [e.status for e in executions] == ["rejected", "rejected"]
+
+
+def test_limit_orders_fill_when_marketable_rest_otherwise_and_expire_at_the_close(venue):
+    broker = venue.broker()
+    marketable = broker.submit_order(OrderRequest("lim-1", OccSymbol.parse(SYMBOLS[0]), OrderSide.BUY, 1, Decimal("2.60")))
+    assert (marketable.status.value, marketable.filled_avg_price, marketable.limit_price) == ("filled", Decimal("2.50"), Decimal("2.60"))
+    resting = broker.submit_order(OrderRequest("lim-2", OccSymbol.parse(SYMBOLS[1]), OrderSide.BUY, 2, Decimal("2.00")))
+    assert (resting.status.value, resting.filled_qty) == ("new", 0)
+    assert broker.get_account().buying_power == Decimal("100000") - 250 - 400  # the resting buy holds $400
+    venue.clock.set(NOON + dt.timedelta(minutes=5))
+    venue.market.set_quote(quote(SYMBOLS[1], bid="1.90", ask="1.95", at=venue.clock.now()))
+    filled = broker.get_order_by_client_id("lim-2")
+    assert (filled.status.value, filled.filled_qty, filled.filled_avg_price) == ("filled", 2, Decimal("1.95"))
+    late = broker.submit_order(OrderRequest("lim-3", OccSymbol.parse(SYMBOLS[2]), OrderSide.BUY, 1, Decimal("1.00")))
+    assert late.status.value == "new"
+    venue.clock.set(NOON + dt.timedelta(hours=5))  # past 16:00 New York
+    assert broker.get_order_by_client_id("lim-3").status.value == "expired"
+    assert broker.get_account().buying_power == broker.get_account().cash  # nothing held any more
+
+
+def test_a_duplicate_client_order_id_returns_the_existing_order_and_market_hours_refuse(venue):
+    broker = venue.broker()
+    first = broker.submit_order(buy("ops-large-100k-rec9"))
+    again = broker.submit_order(buy("ops-large-100k-rec9"))  # a retry after a restart: 422, then the lookup
+    assert again.broker_order_id == first.broker_order_id and len(venue.book.orders()) == 1
+    venue.clock.set(NOON + dt.timedelta(hours=5))
+    with pytest.raises(OrderRejected, match="regular hours") as err:
+        broker.submit_order(buy("after-the-close"))
+    assert err.value.code == "rejected"

@@ -4,9 +4,12 @@ One :class:`SimulatedExchange` keeps every account's book; :meth:`SimulatedExcha
 gives one account's :class:`SimulatedBroker`, which implements the ``Broker`` port and sees only
 that account. Rules, modelled on Alpaca paper trading of long options:
 
-- market orders only, whole contracts, filled at once: buys at the **ask**, sells at the **bid** of
-  the quote in force (``MarketData.option_quote`` at the clock's time), the quote's source and time
-  recorded on the fill;
+- whole contracts, time in force ``day``. Market orders fill at once: buys at the **ask**, sells
+  at the **bid** of the quote in force (``MarketData.option_quote`` at the clock's time), the
+  quote's source and time recorded on the fill. Limit orders fill the same way when marketable
+  (ask ≤ limit to buy, bid ≥ limit to sell); otherwise they rest (status ``new``), a resting buy
+  holding its cost at the limit out of buying power, and are tried again at every later call on
+  the account until filled or expired at the session's close;
 - refused like Alpaca refuses: outside regular hours (``market_closed``), a buy costing more than
   the options buying power (``insufficient_buying_power``; long options are paid in full from cash),
   a sell of more than is held — never an opening sell (``insufficient_qty``), a sell into no bid
@@ -22,7 +25,7 @@ Order ids are ``sim-{account}-{n}``: deterministic for the same sequence of call
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange_date
@@ -61,6 +64,7 @@ class _Book:
     account_number: str
     cash: Decimal
     holdings: dict[str, _Holding] = field(default_factory=dict)
+    resting: dict[str, OrderRequest] = field(default_factory=dict)
     orders: dict[str, OrderResult] = field(default_factory=dict)
     by_client_id: dict[str, str] = field(default_factory=dict)
     settlements: list[Settlement] = field(default_factory=list)
@@ -120,15 +124,73 @@ class SimulatedBroker:
         quote = self._exchange.market.option_quote(symbol, self._exchange.clock.now())
         return quote.mid if quote is not None else holding.avg_price
 
+    def _reserved(self) -> Decimal:
+        return sum((r.limit_price * CONTRACT_MULTIPLIER * r.qty for r in self._book.resting.values()
+                    if r.side is OrderSide.BUY and r.limit_price is not None), ZERO)
+
+    def _sweep(self) -> None:
+        """Fill resting limit orders that became marketable; expire those of an earlier session."""
+        now = self._exchange.clock.now()
+        for order_id, request in list(self._book.resting.items()):
+            placed = self._book.orders[order_id]
+            session = self._exchange.calendar.session(exchange_date(placed.submitted_at))
+            if session is None or now >= session.close:
+                del self._book.resting[order_id]
+                self._book.orders[order_id] = replace(placed, status=OrderStatus.EXPIRED)
+                continue
+            if not self._exchange.calendar.is_open(now):
+                continue
+            quote = self._exchange.market.option_quote(request.symbol, now)
+            price = self._marketable_price(request, quote)
+            if price is not None:
+                del self._book.resting[order_id]
+                self._fill(request, price)
+                self._book.orders[order_id] = replace(
+                    placed, status=OrderStatus.FILLED, filled_qty=request.qty, filled_avg_price=price, filled_at=now,
+                    quote_source=quote.source, quote_time=quote.quote_time, quote_snapshot=quote.snapshot)
+
+    @staticmethod
+    def _marketable_price(request: OrderRequest, quote) -> Decimal | None:  # noqa: ANN001 - OptionQuote | None
+        """The fill price if the order can fill against ``quote`` now, else ``None``."""
+        if quote is None:
+            return None
+        if request.side is OrderSide.BUY:
+            ok = request.limit_price is None or quote.ask <= request.limit_price
+            return quote.ask if ok else None
+        ok = quote.has_bid and (request.limit_price is None or quote.bid >= request.limit_price)
+        return quote.bid if ok else None
+
+    def _fill(self, request: OrderRequest, price: Decimal) -> None:
+        key = str(request.symbol)
+        amount = price * CONTRACT_MULTIPLIER * request.qty
+        held = self._book.holdings.get(key)
+        if request.side is OrderSide.BUY:
+            self._book.cash -= amount
+            if held is None:
+                self._book.holdings[key] = _Holding(request.qty, price)
+            else:
+                total = held.qty + request.qty
+                held.avg_price = (held.avg_price * held.qty + price * request.qty) / total
+                held.qty = total
+        else:
+            assert held is not None
+            self._book.cash += amount
+            held.qty -= request.qty
+            if held.qty == 0:
+                del self._book.holdings[key]
+
     def get_account(self) -> BrokerAccount:
+        self._sweep()
         value = sum(
             (self._mark(OccSymbol.parse(k), h) * CONTRACT_MULTIPLIER * h.qty for k, h in self._book.holdings.items()),
             ZERO,
         )
         cash = self._book.cash
-        return BrokerAccount(self._book.account_number, money(cash + value), cash, cash, cash)
+        buying_power = cash - self._reserved()
+        return BrokerAccount(self._book.account_number, money(cash + value), cash, buying_power, buying_power)
 
     def get_positions(self) -> list[BrokerPosition]:
+        self._sweep()
         positions = []
         for key, holding in sorted(self._book.holdings.items()):
             symbol = OccSymbol.parse(key)
@@ -138,14 +200,17 @@ class SimulatedBroker:
         return positions
 
     def get_order_by_client_id(self, client_order_id: str) -> OrderResult | None:
+        self._sweep()
         order_id = self._book.by_client_id.get(client_order_id)
         return self._book.orders[order_id] if order_id else None
 
     def get_order(self, order_id: str) -> OrderResult | None:
+        self._sweep()
         return self._book.orders.get(order_id)
 
     def orders(self) -> list[OrderResult]:
         """Every order of this account, oldest first."""
+        self._sweep()
         return list(self._book.orders.values())
 
     def settlements(self) -> list[Settlement]:
@@ -154,64 +219,54 @@ class SimulatedBroker:
 
     # --- orders -------------------------------------------------------------------------------
     def submit_order(self, request: OrderRequest) -> OrderResult:
+        self._sweep()
         now = self._exchange.clock.now()
         if request.client_order_id in self._book.by_client_id:
             raise OrderRejected("duplicate_client_order_id", "client_order_id must be unique")
         if request.qty < 1:
             raise OrderRejected("invalid_qty", f"qty must be a whole number of contracts ≥ 1, got {request.qty}")
+        if request.limit_price is not None and request.limit_price <= 0:
+            raise OrderRejected("invalid_qty", f"limit price must be positive, got {request.limit_price}")
         if not self._exchange.calendar.is_open(now):
-            raise OrderRejected("market_closed", f"options market orders are accepted in regular hours only ({now:%Y-%m-%d %H:%M} UTC)")
+            raise OrderRejected("market_closed", f"options orders are accepted in regular hours only ({now:%Y-%m-%d %H:%M} UTC)")
         quote = self._exchange.market.option_quote(request.symbol, now)
         if quote is None:
             raise OrderRejected("no_quote", f"no quote for {request.symbol}")
         key = str(request.symbol)
+        available = self._book.cash - self._reserved()
         if request.side is OrderSide.BUY:
-            price = quote.ask
-            cost = price * CONTRACT_MULTIPLIER * request.qty
-            if cost > self._book.cash:
+            worst = request.limit_price if request.limit_price is not None else quote.ask
+            cost = worst * CONTRACT_MULTIPLIER * request.qty
+            if cost > available:
                 raise OrderRejected(
                     "insufficient_buying_power",
-                    f"insufficient options buying power: need {cost:.2f} have {self._book.cash:.2f}",
+                    f"insufficient options buying power: need {cost:.2f} have {available:.2f}",
                 )
-            self._book.cash -= cost
-            held = self._book.holdings.get(key)
-            if held is None:
-                self._book.holdings[key] = _Holding(request.qty, price)
-            else:
-                total = held.qty + request.qty
-                held.avg_price = (held.avg_price * held.qty + price * request.qty) / total
-                held.qty = total
         else:
             held = self._book.holdings.get(key)
-            if held is None or held.qty < request.qty:
+            pending = sum(r.qty for r in self._book.resting.values() if str(r.symbol) == key and r.side is OrderSide.SELL)
+            if held is None or held.qty - pending < request.qty:
                 raise OrderRejected(
                     "insufficient_qty",
                     f"held {held.qty if held else 0} of {key}, asked to sell {request.qty}; opening sells are refused",
                 )
-            if not quote.has_bid:
+            if request.limit_price is None and not quote.has_bid:
                 raise OrderRejected("no_bid", f"no bid for {key}")
-            price = quote.bid
-            self._book.cash += price * CONTRACT_MULTIPLIER * request.qty
-            held.qty -= request.qty
-            if held.qty == 0:
-                del self._book.holdings[key]
+        price = self._marketable_price(request, quote)
         self._book.sequence += 1
         order_id = f"sim-{self.account_name}-{self._book.sequence:06d}"
-        result = OrderResult(
-            broker_order_id=order_id,
-            client_order_id=request.client_order_id,
-            symbol=request.symbol,
-            side=request.side,
-            qty=request.qty,
-            status=OrderStatus.FILLED,
-            filled_qty=request.qty,
-            filled_avg_price=price,
-            submitted_at=now,
-            filled_at=now,
-            quote_source=quote.source,
-            quote_time=quote.quote_time,
-            quote_snapshot=quote.snapshot,
-        )
+        if price is None:
+            self._book.resting[order_id] = request
+            result = OrderResult(order_id, request.client_order_id, request.symbol, request.side, request.qty,
+                                 OrderStatus.NEW, 0, None, now, None, limit_price=request.limit_price)
+        else:
+            self._fill(request, price)
+            result = OrderResult(
+                broker_order_id=order_id, client_order_id=request.client_order_id, symbol=request.symbol,
+                side=request.side, qty=request.qty, status=OrderStatus.FILLED, filled_qty=request.qty,
+                filled_avg_price=price, submitted_at=now, filled_at=now, quote_source=quote.source,
+                quote_time=quote.quote_time, quote_snapshot=quote.snapshot, limit_price=request.limit_price,
+            )
         self._book.orders[order_id] = result
         self._book.by_client_id[request.client_order_id] = order_id
         return result

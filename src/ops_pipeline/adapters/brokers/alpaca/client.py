@@ -37,7 +37,7 @@ from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide as AlpacaSide
 from alpaca.trading.enums import TimeInForce
-from alpaca.trading.requests import MarketOrderRequest
+from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 from requests.adapters import HTTPAdapter
 
 from ops_pipeline.config.secrets import mask
@@ -206,11 +206,11 @@ class AlpacaBroker:
 
     # --- orders -------------------------------------------------------------------------------
     def submit_order(self, request: OrderRequest) -> OrderResult:
-        body = MarketOrderRequest(
-            symbol=str(request.symbol), qty=request.qty, time_in_force=TimeInForce.DAY,
-            side=AlpacaSide.BUY if request.side is OrderSide.BUY else AlpacaSide.SELL,
-            client_order_id=request.client_order_id,
-        )
+        fields = {"symbol": str(request.symbol), "qty": request.qty, "time_in_force": TimeInForce.DAY,
+                  "side": AlpacaSide.BUY if request.side is OrderSide.BUY else AlpacaSide.SELL,
+                  "client_order_id": request.client_order_id}
+        body = (MarketOrderRequest(**fields) if request.limit_price is None
+                else LimitOrderRequest(**fields, limit_price=float(request.limit_price)))
         for _ in range(5):
             self._limiter.acquire()
             try:
@@ -262,4 +262,5 @@ def _order_result(order: Any) -> OrderResult:
         filled_avg_price=to_decimal(filled_price) if filled_price else None,
         submitted_at=order.submitted_at,
         filled_at=order.filled_at,
+        limit_price=to_decimal(order.limit_price) if order.limit_price else None,
     )

@@ -2,7 +2,7 @@
 JSON, so alpaca-py's ``TradingClient`` (``url_override``) and ``OptionHistoricalDataClient`` work
 against it. One simulated account per API key (``APCA-API-KEY-ID`` / ``APCA-API-SECRET-KEY``).
 
-Served: ``GET /v2/account``; ``POST /v2/orders`` (market orders, whole contracts, ``day``);
+Served: ``GET /v2/account``; ``POST /v2/orders`` (market or limit, whole contracts, ``day``);
 ``GET /v2/orders``, ``/v2/orders/{id}``, ``/v2/orders:by_client_order_id``; ``GET /v2/positions``;
 ``DELETE /v2/positions/{symbol}``; ``GET /v2/options/contracts`` (paged); ``GET /v2/clock``
 (market time); market data ``GET /v1beta1/options/quotes/latest``, ``/v1beta1/options/snapshots``
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+from decimal import Decimal
 import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -89,19 +90,22 @@ def create_app(exchange: SimulatedExchange, keys: dict[str, ApiKey], market: Mar
     def submit(body: OrderBody, request: Request) -> dict[str, Any]:
         with lock:
             broker = broker_for(request)
-            if body.type != "market" or body.time_in_force != "day":
-                raise ApiError("invalid_qty", "the paper exchange takes market orders with time_in_force day")
+            if body.type not in {"market", "limit"} or body.time_in_force != "day":
+                raise ApiError("invalid_qty", "options orders are market or limit orders with time_in_force day")
             try:
                 qty = float(body.qty or 0)
                 symbol = OccSymbol.parse(body.symbol)
                 side = OrderSide(body.side)
-            except ValueError as exc:
+                limit = Decimal(str(body.limit_price)) if body.type == "limit" and body.limit_price is not None else None
+            except (ValueError, ArithmeticError) as exc:
                 raise ApiError("invalid_qty", str(exc)) from None
             if qty != int(qty):
                 raise ApiError("invalid_qty", "options orders must be for whole contracts")
+            if body.type == "limit" and limit is None:
+                raise ApiError("invalid_qty", "a limit order needs limit_price")
             client_id = body.client_order_id or f"auto-{next(sequence)}"
             try:
-                return wire.order_json(broker.submit_order(OrderRequest(client_id, symbol, side, int(qty))))
+                return wire.order_json(broker.submit_order(OrderRequest(client_id, symbol, side, int(qty), limit)))
             except OrderRejected as exc:
                 raise ApiError(exc.code, str(exc)) from None
 
@@ -125,8 +129,9 @@ def create_app(exchange: SimulatedExchange, keys: dict[str, ApiKey], market: Mar
     def orders(request: Request, status: str = "open", limit: int = 50) -> list[dict[str, Any]]:
         with lock:
             found = broker_for(request).orders()
-            if status == "open":
-                found = []  # market orders fill at once: nothing stays open
+            if status in {"open", "closed"}:
+                still_open = {"new", "accepted", "partially_filled"}
+                found = [o for o in found if (o.status.value in still_open) == (status == "open")]
             return [wire.order_json(o) for o in reversed(found)][:limit]
 
     @app.get("/v2/positions")

@@ -73,6 +73,7 @@ def account_json(account_id: str, account: BrokerAccount, created_at: dt.datetim
 
 def order_json(order: OrderResult) -> dict[str, Any]:
     symbol = str(order.symbol)
+    kind = "market" if order.limit_price is None else "limit"
     return {
         "id": order_uuid(order.broker_order_id), "client_order_id": order.client_order_id,
         "created_at": _t(order.submitted_at), "updated_at": _t(order.filled_at or order.submitted_at),
@@ -80,8 +81,8 @@ def order_json(order: OrderResult) -> dict[str, Any]:
         "canceled_at": None, "failed_at": None, "replaced_at": None, "replaced_by": None, "replaces": None,
         "asset_id": asset_id(symbol), "symbol": symbol, "asset_class": "us_option", "notional": None,
         "qty": _s(order.qty), "filled_qty": _s(order.filled_qty), "filled_avg_price": _s(order.filled_avg_price),
-        "order_class": "simple", "order_type": "market", "type": "market", "side": order.side.value,
-        "time_in_force": "day", "limit_price": None, "stop_price": None, "status": order.status.value,
+        "order_class": "simple", "order_type": kind, "type": kind, "side": order.side.value,
+        "time_in_force": "day", "limit_price": _s(order.limit_price), "stop_price": None, "status": order.status.value,
         "extended_hours": False, "legs": None, "trail_percent": None, "trail_price": None, "hwm": None,
         "position_intent": "buy_to_open" if order.side.value == "buy" else "sell_to_close",
     }
