@@ -217,7 +217,9 @@ def run_account(
 ) -> None:
     """Run one account on Alpaca paper (EXECUTION_MODE=ALPACA_PAPER; OPS_PIPELINE_ALPACA_BASE_URL and
     OPS_PIPELINE_ALPACA_DATA_URL point it at a paper exchange): the position manager then the
-    dispatcher, once or on the account's schedule (LOOP: parameters and credentials re-read each run)."""
+    dispatcher, once or on the account's schedule (LOOP: parameters and credentials re-read each run).
+    The loop waits in real seconds; against a paper exchange faster than real time, call --once from
+    a scheduler instead."""
     _setup_logging(Path(".ops-pipeline") / f"run-{account}.log")
     db = Database(database_url or sqlite_url(Path("ops_pipeline.db")))
     db.upgrade()

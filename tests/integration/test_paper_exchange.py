@@ -131,3 +131,8 @@ def test_two_accounts_never_see_each_others_orders_or_positions(exchange_url):
         tiny.get_order_by_client_id("large-only")
     assert tiny.get_account().cash == "1000.00" and large.get_account().cash == "99250.00"
     assert [(p.symbol, p.qty) for p in large.get_all_positions()] == [(SYMBOLS[1], "3")]
+
+
+def test_a_malformed_symbol_is_a_422_naming_it(exchange_url):
+    answer = raw(exchange_url, "GET", "/v1beta1/options/snapshots", params={"symbols": "SPY 660 C"})
+    assert answer.status_code == 422 and "SPY 660 C" in answer.json()["message"]

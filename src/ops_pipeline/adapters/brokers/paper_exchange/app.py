@@ -26,6 +26,7 @@ from ops_pipeline.adapters.brokers.paper_exchange import wire
 from ops_pipeline.adapters.brokers.simulated import SimulatedBroker, SimulatedExchange
 from ops_pipeline.adapters.market_data.calendar import exchange_date
 from ops_pipeline.adapters.market_data.chains import YEAR_SECS, expiry_close_epoch
+from ops_pipeline.domain.market import OptionQuote
 from ops_pipeline.domain.values import OccSymbol, OptionType
 from ops_pipeline.errors import OrderRejected, PositionNotFound
 from ops_pipeline.ports import Clock, MarketData, OrderRequest, OrderSide
@@ -78,6 +79,14 @@ def create_app(exchange: SimulatedExchange, keys: dict[str, ApiKey], market: Mar
 
     def broker_for(request: Request) -> SimulatedBroker:
         return exchange.broker_for(key_for(request).account_name)
+
+    def quotes_for(symbols: str, now: dt.datetime) -> list[OptionQuote]:
+        """Quotes of comma-separated OCC symbols (unknown contracts left out; malformed ones: 422)."""
+        try:
+            parsed = [OccSymbol.parse(raw.strip()) for raw in symbols.split(",") if raw.strip()]
+        except ValueError as exc:
+            raise ApiError("invalid_qty", str(exc)) from None
+        return [q for q in (market.option_quote(symbol, now) for symbol in parsed) if q is not None]
 
     @app.get("/v2/account")
     def account(request: Request) -> dict[str, Any]:
@@ -182,13 +191,7 @@ def create_app(exchange: SimulatedExchange, keys: dict[str, ApiKey], market: Mar
     def latest_quotes(request: Request, symbols: str, feed: str | None = None) -> dict[str, Any]:
         with lock:
             broker_for(request)
-            now = clock.now()
-            quotes = {}
-            for raw in symbols.split(","):
-                quote = market.option_quote(OccSymbol.parse(raw.strip()), now)
-                if quote is not None:
-                    quotes[str(quote.symbol)] = wire.quote_json(quote)
-            return {"quotes": quotes}
+            return {"quotes": {str(q.symbol): wire.quote_json(q) for q in quotes_for(symbols, clock.now())}}
 
     @app.get("/v1beta1/options/snapshots")
     def snapshots(request: Request, symbols: str, feed: str | None = None, limit: int | None = None,
@@ -196,12 +199,8 @@ def create_app(exchange: SimulatedExchange, keys: dict[str, ApiKey], market: Mar
         with lock:
             broker_for(request)
             now = clock.now()
-            found = {}
-            for raw in symbols.split(","):
-                quote = market.option_quote(OccSymbol.parse(raw.strip()), now)
-                if quote is not None:
-                    years = (expiry_close_epoch(quote.symbol.expiration) - now.timestamp()) / YEAR_SECS
-                    found[str(quote.symbol)] = wire.snapshot_json(quote, years)
+            found = {str(q.symbol): wire.snapshot_json(q, (expiry_close_epoch(q.symbol.expiration) - now.timestamp()) / YEAR_SECS)
+                     for q in quotes_for(symbols, now)}
             return {"snapshots": found, "next_page_token": None}
 
     @app.get("/v2/stocks/trades/latest")
