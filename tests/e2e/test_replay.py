@@ -141,8 +141,12 @@ def test_paper_exchange_serve_answers_alpaca_py(data_dir):
     import subprocess
     import sys
 
+    from alpaca.data.historical.option import OptionHistoricalDataClient
+    from alpaca.data.historical.stock import StockHistoricalDataClient
+    from alpaca.data.requests import OptionLatestQuoteRequest, OptionSnapshotRequest, StockLatestTradeRequest
     from alpaca.trading.client import TradingClient
-    from alpaca.trading.requests import GetOptionContractsRequest
+    from alpaca.trading.enums import OrderSide, TimeInForce
+    from alpaca.trading.requests import GetOptionContractsRequest, MarketOrderRequest
 
     process = subprocess.Popen(
         [sys.executable, "-m", "ops_pipeline.cli", "paper-exchange", "serve", "--port", "0", "--data", str(data_dir),
@@ -152,10 +156,27 @@ def test_paper_exchange_serve_answers_alpaca_py(data_dir):
         first = process.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+", first)
         assert url, first + process.stdout.read() if process.poll() is not None else first
-        client = TradingClient("PKTINYSERVE01", "serve-secret", paper=True, url_override=url.group(0))
+        base = url.group(0)
+        client = TradingClient("PKTINYSERVE01", "serve-secret", paper=True, url_override=base)
         assert client.get_account().cash == "1000.00"
-        contracts = client.get_option_contracts(GetOptionContractsRequest(underlying_symbols=["SPY"], limit=5))
-        assert len(contracts.option_contracts) == 5 and contracts.option_contracts[0].symbol.startswith("SPY2603")
+        assert client.get_clock().timestamp.astimezone(dt.UTC) == dt.datetime(2026, 3, 16, 16, 0, tzinfo=dt.UTC)
+        contracts = client.get_option_contracts(GetOptionContractsRequest(
+            underlying_symbols=["SPY"], type="call", expiration_date_gte=dt.date(2026, 3, 23), limit=500))
+        symbols = [c.symbol for c in contracts.option_contracts]
+        assert symbols and all("C" in s[9:10] and "260323" <= s[3:9] for s in symbols)
+        data = OptionHistoricalDataClient("PKTINYSERVE01", "serve-secret", url_override=base)
+        snapshots = data.get_option_snapshot(OptionSnapshotRequest(symbol_or_symbols=symbols[:50]))
+        cheap = min((s for s in snapshots.values() if s.latest_quote.bid_price > 0.5), key=lambda s: s.latest_quote.ask_price)
+        quotes = data.get_option_latest_quote(OptionLatestQuoteRequest(symbol_or_symbols=cheap.symbol))
+        assert quotes[cheap.symbol].ask_price == cheap.latest_quote.ask_price and cheap.greeks.delta > 0
+        spy = StockHistoricalDataClient("PKTINYSERVE01", "serve-secret", url_override=base)
+        assert 600 < spy.get_stock_latest_trade(StockLatestTradeRequest(symbol_or_symbols="SPY"))["SPY"].price < 700
+        order = client.submit_order(MarketOrderRequest(symbol=cheap.symbol, qty=1, side=OrderSide.BUY,
+                                                       time_in_force=TimeInForce.DAY, client_order_id="serve-1"))
+        assert order.status.value == "filled" and float(order.filled_avg_price) == cheap.latest_quote.ask_price
+        assert client.get_order_by_client_id("serve-1").id == order.id
+        assert [p.symbol for p in client.get_all_positions()] == [cheap.symbol]
+        assert client.close_position(cheap.symbol).side.value == "sell" and client.get_all_positions() == []
     finally:
         process.terminate()
         process.wait(timeout=10)
