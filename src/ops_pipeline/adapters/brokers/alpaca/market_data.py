@@ -64,18 +64,19 @@ class AlpacaMarketData:
             if not token:
                 break
         symbols = sorted(contracts)
+        spot = self.underlying_price(ticker, now) if symbols else None
         quotes = []
         for start in range(0, len(symbols), SNAPSHOT_BATCH):
             for symbol, snap in self._snapshots(symbols[start:start + SNAPSHOT_BATCH]).items():
                 oi = contracts[symbol].open_interest
-                quote = self._quote(symbol, snap, ticker, int(Decimal(str(oi))) if oi is not None else None)
+                quote = self._quote(symbol, snap, spot, int(Decimal(str(oi))) if oi is not None else None)
                 if quote is not None:
                     quotes.append(quote)
         return quotes
 
     def option_quote(self, symbol: OccSymbol, now: dt.datetime) -> OptionQuote | None:
         snap = self._snapshots([str(symbol)]).get(str(symbol))
-        return None if snap is None else self._quote(str(symbol), snap, symbol.underlying, None)
+        return None if snap is None else self._quote(str(symbol), snap, self.underlying_price(symbol.underlying, now), None)
 
     def _snapshots(self, symbols: list[str]) -> dict[str, Any]:
         if not symbols:
@@ -83,12 +84,12 @@ class AlpacaMarketData:
         self._limiter.acquire()
         return self._options.get_option_snapshot(OptionSnapshotRequest(symbol_or_symbols=symbols))
 
-    def _quote(self, symbol: str, snap: Any, ticker: str, open_interest: int | None) -> OptionQuote | None:
+    @staticmethod
+    def _quote(symbol: str, snap: Any, spot: Decimal | None, open_interest: int | None) -> OptionQuote | None:
         q = snap.latest_quote
         if q is None:
             return None
         greeks = snap.greeks
-        spot = self.underlying_price(ticker, q.timestamp) if greeks is None else None
         return OptionQuote(
             symbol=OccSymbol.parse(symbol), bid=to_decimal(round(q.bid_price or 0.0, 2)),
             ask=to_decimal(round(q.ask_price or 0.0, 2)), volume=None, open_interest=open_interest,
