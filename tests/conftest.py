@@ -15,7 +15,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
+import requests
+from moto.server import ThreadedMotoServer
 from sqlalchemy import text
 
 from ops_pipeline.adapters.db.database import Database, sqlite_url
@@ -112,3 +115,22 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
 def any_db(request: pytest.FixtureRequest) -> Database:
     """The same test on SQLite and on PostgreSQL."""
     return request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "pg_db")
+
+# --- AWS: moto's server on 127.0.0.1 (boto3 reaches it through AWS_ENDPOINT_URL) ---
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint, monkeypatch):
+    """Environment pointing boto3 at moto, with a clean moto state; returns (ssm, secretsmanager)."""
+    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10)
+    for key, value in {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_DEFAULT_REGION": "us-west-2",
+                       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(key, value)
+    return boto3.client("ssm"), boto3.client("secretsmanager")

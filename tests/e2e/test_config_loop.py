@@ -19,7 +19,6 @@ from ops_pipeline.config.loader import ConfigSource, StoreSettings
 from ops_pipeline.replay import ReplaySettings, run_replay
 from ops_pipeline.reports.summary import build_report
 from ops_pipeline.errors import ConfigError
-from tests.aws import aws, moto_endpoint  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.data
 DAY = dt.date(2026, 3, 17)

@@ -19,7 +19,7 @@ from ops_pipeline.adapters.db.tables import active_positions, dispatch_decisions
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar
 from ops_pipeline.bootstrap import verify_alpaca_account
 from ops_pipeline.clock import SimulatedClock
-from ops_pipeline.domain.values import ExecutionMode, OccSymbol, Tier
+from ops_pipeline.domain.values import ExecutionMode, OccSymbol
 from ops_pipeline.errors import ConfigError, OrderRejected, PositionNotFound
 from ops_pipeline.ports import OrderRequest, OrderSide
 from ops_pipeline.services.dispatcher import Dispatcher

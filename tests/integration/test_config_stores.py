@@ -14,7 +14,6 @@ from ops_pipeline.config.loader import ConfigSource, StoreSettings, load_account
 from ops_pipeline.config.secrets import SecretsFileStore, secret_env_name
 from ops_pipeline.config.stores import LocalParameterStore
 from ops_pipeline.errors import ConfigError
-from tests.aws import aws, moto_endpoint  # noqa: F401 (fixtures)
 
 KEY, SECRET = "PKTESTKEY0000WXYZ", "s3cr3t-VALUE-never-shown-9999"
 ACCOUNTS = "".join(f'[[accounts]]\nname = "{n}"\ntier = "{t}"\ninitial_balance = {b}\n\n'

@@ -143,10 +143,6 @@ class RiskConfig(_Frozen):
         )
         return max(self.min_confidence, by_strategy)
 
-    def redacted(self) -> dict[str, Any]:
-        """A JSON-able dict for logs and reports (this model holds no secret)."""
-        return self.model_dump(mode="json")
-
 
 def merge_risk_config(tier: Tier, parameters: dict[str, Any], *, source: str) -> RiskConfig:
     """Merge code defaults for ``tier`` with ``parameters`` (parameters win) and validate.

@@ -130,7 +130,3 @@ class SignalEngine:
                     "features": {"momentum_z": s.momentum_z, "day_move": s.day_move},
                 })
         return len(signals)
-
-    @property
-    def signal_count(self) -> int:
-        return sum(len(v) for v in self._by_epoch.values())

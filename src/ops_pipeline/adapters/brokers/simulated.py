@@ -204,18 +204,10 @@ class SimulatedBroker:
         order_id = self._book.by_client_id.get(client_order_id)
         return self._book.orders[order_id] if order_id else None
 
-    def get_order(self, order_id: str) -> OrderResult | None:
-        self._sweep()
-        return self._book.orders.get(order_id)
-
     def orders(self) -> list[OrderResult]:
         """Every order of this account, oldest first."""
         self._sweep()
         return list(self._book.orders.values())
-
-    def settlements(self) -> list[Settlement]:
-        """Positions this account lost to expiry, oldest first."""
-        return list(self._book.settlements)
 
     # --- orders -------------------------------------------------------------------------------
     def submit_order(self, request: OrderRequest) -> OrderResult:

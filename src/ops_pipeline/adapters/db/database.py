@@ -14,7 +14,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -60,9 +60,6 @@ class Database:
 
     def downgrade_to_base(self) -> None:
         command.downgrade(self.alembic_config(), "base")
-
-    def has_tables(self) -> bool:
-        return bool(inspect(self.engine).get_table_names())
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

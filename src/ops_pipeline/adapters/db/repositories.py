@@ -117,9 +117,6 @@ class SharedRepository:
             query = query.where(c.account_name == account_name)
         return self.conn.execute(query).all()
 
-    def account_names(self) -> list[str]:
-        return list(self.conn.execute(select(account_metadata.c.account_name).order_by(account_metadata.c.account_name)).scalars())
-
 
 @dataclass(frozen=True, slots=True)
 class ExposureState:
