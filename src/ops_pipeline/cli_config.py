@@ -63,8 +63,7 @@ def _spec_for(source: ConfigSource, tier: Tier, account: str | None) -> AccountS
 
 def _effective(tier: Tier, source: ConfigSource) -> tuple[RiskConfig, str, StoredParameter | None, dict[str, str]]:
     stored = find_parameter(tier, source)
-    risk, label = risk_config_for(tier, stored)
-    keys = set(parse_parameter(stored.text, stored.name, stored.source)) if stored else set()
+    risk, label, keys = risk_config_for(tier, stored)
     short = f"{stored.name}@{stored.version}" if stored else TIER_DEFAULTS_LABEL
     sources = {k: (short if k in keys else TIER_DEFAULTS_LABEL) for k in risk.model_dump()}
     return risk, label, stored, sources
@@ -182,9 +181,9 @@ def set_value(assignment: str, tier: TierOption, config_dir: ConfigDir = None) -
         t = parse_tier(tier)
         name = source.parameter_names(t)[0]
         stored = source.parameters.get(name)
-        params = parse_parameter(stored.text, name, stored.source) if stored else {"account_tier": t.value}
-        params[key.strip()] = value
-        old = merge_risk_config(t, parse_parameter(stored.text, name, stored.source) if stored else {}, source=name)
+        current = parse_parameter(stored.text, name, stored.source) if stored else {}
+        old = merge_risk_config(t, current, source=name)
+        params = {**(current or {"account_tier": t.value}), key.strip(): value}
         new = merge_risk_config(t, params, source=f"{name} with {key.strip()}={raw}")
     except ConfigError as exc:
         raise _fail(exc.problems, "nothing written") from None

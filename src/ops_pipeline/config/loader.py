@@ -214,19 +214,22 @@ def find_parameter(tier: Tier, source: ConfigSource) -> StoredParameter | None:
     return None
 
 
-def risk_config_for(tier: Tier, stored: StoredParameter | None, *, account_name: str = "") -> tuple[RiskConfig, str]:
-    """Merge a stored parameter (or nothing) with the tier defaults; returns the config and a label
-    naming the parameter and its version.
+def risk_config_for(tier: Tier, stored: StoredParameter | None, *,
+                    account_name: str = "") -> tuple[RiskConfig, str, tuple[str, ...]]:
+    """Merge a stored parameter (or nothing) with the tier defaults.
+
+    Returns ``(config, label, keys)``: the label names the parameter and its version; ``keys`` are
+    the keys the parameter set (the rest come from the tier defaults).
 
     Raises:
         ConfigError: invalid JSON or invalid values (every problem listed).
     """
     if stored is None:
         log.warning("[%s] no parameter found for tier %s: using tier defaults", account_name or tier.value, tier.value)
-        return merge_risk_config(tier, {}, source=TIER_DEFAULTS_LABEL), TIER_DEFAULTS_LABEL
+        return merge_risk_config(tier, {}, source=TIER_DEFAULTS_LABEL), TIER_DEFAULTS_LABEL, ()
     label = f"{stored.name} (version {stored.version}, {stored.source})"
     params = parse_parameter(stored.text, stored.name, stored.source)
-    return merge_risk_config(tier, params, source=label), label
+    return merge_risk_config(tier, params, source=label), label, tuple(sorted(params))
 
 
 def load_account_config(spec: AccountSpec, source: ConfigSource) -> AccountConfig:
@@ -236,8 +239,7 @@ def load_account_config(spec: AccountSpec, source: ConfigSource) -> AccountConfi
         ConfigError: invalid JSON (parameter and position named) or invalid values (all listed).
     """
     stored = find_parameter(spec.tier, source)
-    risk, label = risk_config_for(spec.tier, stored, account_name=spec.name)
-    keys = tuple(sorted(parse_parameter(stored.text, stored.name, stored.source))) if stored else ()
+    risk, label, keys = risk_config_for(spec.tier, stored, account_name=spec.name)
     return AccountConfig(account=spec, risk=risk, parameter_source=label,
                          parameter_version=stored.version if stored else None, parameter_keys=keys)
 
