@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ops_pipeline.adapters.db.database import Database, sqlite_url
-from ops_pipeline.cli import default_data_dir
+from ops_pipeline.cli.common import default_data_dir
 from ops_pipeline.replay import ReplaySettings, run_replay
 
 

@@ -27,6 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+@pytest.fixture(autouse=True)
+def isolated_homes(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own user configuration folder and work folder (.ops-pipeline): nothing a
+    developer has configured leaks in, and nothing a test writes lands in the checkout."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("OPS_PIPELINE_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("OPS_PIPELINE_HOME", str(home / "work"))
+    return home
+
+
 def _unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{reason} (required under CI)")

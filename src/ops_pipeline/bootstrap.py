@@ -16,23 +16,25 @@ from ops_pipeline.adapters.brokers.alpaca.client import AlpacaBroker, check_pape
 from ops_pipeline.adapters.brokers.alpaca.market_data import AlpacaMarketData, BrokerClock
 from ops_pipeline.adapters.brokers.paper_exchange.app import ApiKey, create_app
 from ops_pipeline.adapters.brokers.paper_exchange.server import SpeedClock
+from ops_pipeline.adapters.brokers.paper_exchange.state import ExchangeState
 from ops_pipeline.adapters.brokers.simulated import SimulatedExchange
 from ops_pipeline.adapters.db.database import Database
 from ops_pipeline.adapters.db.repositories import SharedRepository
 from ops_pipeline.adapters.market_data.bars import BarQuality, BarSeries, bar_files, load_bars, slice_dates
-from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange_date
+from ops_pipeline.adapters.market_data.calendar import Session, TradingCalendar, epoch_to_utc, exchange_date
 from ops_pipeline.adapters.market_data.chains import ChainStore
 from ops_pipeline.adapters.market_data.quotes import HistoricalMarketData
-from ops_pipeline.clock import SimulatedClock
+from ops_pipeline.clock import SimulatedClock, SystemClock
 from ops_pipeline.config.loader import ConfigSource, load_accounts, load_all, load_credentials, value_sources
-from ops_pipeline.config.secrets import Credentials
+from ops_pipeline.config.secrets import Credentials, read_private_file
 from ops_pipeline.config.watcher import ConfigChange, ConfigWatcher, Recorder
 from ops_pipeline.config.models import AccountConfig
 from ops_pipeline.domain.values import ExecutionMode
-from ops_pipeline.errors import ConfigError
+from ops_pipeline.errors import ConfigError, DataError
 from ops_pipeline.ports import Broker, BrokerAccount, MarketData
 from ops_pipeline.services.dispatcher import Dispatcher
 from ops_pipeline.services.position_manager import PositionManager
+from ops_pipeline.services.runs import account_log
 from ops_pipeline.services.signals import SignalEngine
 
 WARMUP_DAYS = 14
@@ -68,8 +70,7 @@ class AccountRuntime:
             self.credentials, self.credentials_source = load_credentials(self.config.account, self.source)
             self.dispatcher.credentials_label = f"{self.credentials.describe()} from {self.credentials_source}"
             if self.credentials_source != previous:
-                logging.getLogger("ops_pipeline.startup").info(
-                    "[%s] credentials: %s", self.config.name, self.dispatcher.credentials_label)
+                account_log("startup", self.config.name).info("credentials: %s", self.dispatcher.credentials_label)
                 if self.connect is not None:
                     broker, market = self.connect(self.credentials)
                     for service in (self.dispatcher, self.position_manager):
@@ -104,51 +105,94 @@ class ReplayRig:
 def log_startup(cfg: AccountConfig, account: BrokerAccount) -> None:
     """Seed 001 "Startup Logs": tier, account, parameter source, limits, broker account, buying power."""
     r = cfg.risk
-    log = logging.getLogger("ops_pipeline.startup")
-    log.info("[%s] tier %s; parameters from %s", cfg.name, r.account_tier.value, cfg.parameter_source)
+    log = account_log("startup", cfg.name)
+    log.info("tier %s; parameters from %s", r.account_tier.value, cfg.parameter_source)
     by_source: dict[str, list[str]] = {}
     for key, source in value_sources(cfg).items():
         by_source.setdefault(source, []).append(key)
     for source, keys in by_source.items():
-        log.info("[%s] from %s: %s", cfg.name, source, ", ".join(keys))
-    log.info("[%s] risk limits: max exposure $%s, max positions %s, max contracts %s, max daily loss $%s, "
-             "risk %.0f%% day / %.0f%% swing", cfg.name, f"{r.max_notional_exposure:,.0f}", r.max_open_positions,
-             r.contract_cap, f"{r.max_daily_loss:,.0f}", r.risk_pct_day * 100, r.risk_pct_swing * 100)
-    log.info("[%s] broker account %s, buying power $%s", cfg.name, account.account_number, f"{account.buying_power:,.2f}")
+        log.info("from %s: %s", source, ", ".join(keys))
+    log.info("risk limits: max exposure $%s, max positions %s, max contracts %s, max daily loss $%s (then %s), "
+             "risk %.0f%% day / %.0f%% swing", f"{r.max_notional_exposure:,.0f}", r.max_open_positions,
+             r.contract_cap, f"{r.max_daily_loss:,.0f}", r.daily_loss_action.value, r.risk_pct_day * 100,
+             r.risk_pct_swing * 100)
+    log.info("broker account %s, buying power $%s", account.account_number, f"{account.buying_power:,.2f}")
 
 
 def load_market(data_dir: Path, interval_minutes: int, tickers: list[str] | None, start: dt.date, end: dt.date,
                 calendar: TradingCalendar, max_quote_age: dt.timedelta) -> tuple[HistoricalMarketData, list[BarQuality]]:
-    """Bars of ``tickers`` (cleaned over whole files, then cut to the window plus warm-up) and chains."""
+    """Bars of ``tickers`` (cleaned over whole files, then cut to the window plus warm-up) and chains.
+
+    Raises:
+        DataError: the bar folder or a ticker's file is missing.
+    """
     bars: dict[str, BarSeries] = {}
     quality = []
     for ticker, path in bar_files(data_dir / f"bars_{interval_minutes}min", tickers, interval_minutes).items():
         series = load_bars(path, calendar, interval_minutes)
         quality.append(series.quality)
         bars[ticker] = slice_dates(series, start - dt.timedelta(days=WARMUP_DAYS), end)
+        if len(series):
+            quality[-1].first_date = exchange_date(epoch_to_utc(series.start[0]))
+            quality[-1].last_date = exchange_date(epoch_to_utc(series.start[-1]))
     chains = ChainStore(data_dir / "option_chains", calendar, frozenset(bars))
     return HistoricalMarketData(bars, chains, calendar, max_quote_age), quality
 
 
-def build_replay(*, db: Database, data_dir: Path, interval_minutes: int, tickers: list[str], start: dt.date,
-                 end: dt.date, config_dir: Path | None, max_quote_age: dt.timedelta,
-                 accounts: list[str] | None = None, source: ConfigSource | None = None,
-                 require_credentials: bool = False) -> ReplayRig:
-    """Wire a replay: market data, one simulated exchange, every enabled account's services.
+@dataclass
+class ReplayInputs:
+    """Everything a replay reads, loaded and checked before any database is touched."""
+
+    configs: list[AccountConfig]
+    source: ConfigSource
+    calendar: TradingCalendar
+    sessions: list[Session]
+    market: HistoricalMarketData
+    quality: list[BarQuality]
+    bars_in_window: int
+
+
+def load_replay_inputs(*, data_dir: Path, interval_minutes: int, tickers: list[str], start: dt.date, end: dt.date,
+                       config_dir: Path | None, max_quote_age: dt.timedelta, accounts: list[str] | None = None,
+                       source: ConfigSource | None = None) -> ReplayInputs:
+    """Load and check a replay's configuration and data; nothing is written anywhere.
 
     Raises:
-        ConfigError: the configuration is invalid (every problem listed).
-        DataError: the data folder lacks what was asked for.
+        ConfigError: the configuration is invalid (every problem listed), or ``accounts`` names
+            an account that is not configured.
+        DataError: no tickers; no trading session in the window; no bar of any ticker in the
+            window (the data's own dates are named); a missing folder or file.
     """
+    if not tickers:
+        raise DataError("no tickers to replay: give --tickers, e.g. SPY,QQQ")
+    if max_quote_age <= dt.timedelta(0):
+        raise DataError(f"the real-quote age limit must be positive, not {max_quote_age}")
     source = source or ConfigSource.from_settings(config_dir=config_dir)
     configs = load_all(source)
     if accounts:
+        unknown = sorted(set(accounts) - {c.name for c in configs})
+        if unknown:
+            raise ConfigError(f"no account {', '.join(unknown)}; accounts: {', '.join(c.name for c in configs)}")
         configs = [c for c in configs if c.name in accounts]
     calendar = TradingCalendar()
     sessions = calendar.sessions(start, end)
-    first = sessions[0].open if sessions else dt.datetime.combine(start, dt.time(0), dt.UTC)
-    clock = SimulatedClock(first)
+    if not sessions:
+        raise DataError(f"no trading session between {start} and {end} (weekend or market holiday)")
     market, quality = load_market(data_dir, interval_minutes, tickers, start, end, calendar, max_quote_age)
+    lo, hi = sessions[0].open.timestamp(), sessions[-1].close.timestamp()
+    in_window = {t: int(((b.start >= lo) & (b.start < hi)).sum()) for t, b in market.bars.items()}
+    if not sum(in_window.values()):
+        covered = "; ".join(f"{Path(q.path).name} {q.first_date} to {q.last_date}" for q in quality if q.first_date)
+        raise DataError(f"no {interval_minutes}-minute bars for {', '.join(tickers)} between {start} and {end}"
+                        f" — the data covers {covered or 'nothing'}")
+    return ReplayInputs(configs, source, calendar, sessions, market, quality, sum(in_window.values()))
+
+
+def build_replay(*, db: Database, inputs: ReplayInputs, require_credentials: bool = False) -> ReplayRig:
+    """Wire a replay from checked inputs: one simulated exchange, every selected account's services."""
+    calendar, configs, market = inputs.calendar, inputs.configs, inputs.market
+    first = inputs.sessions[0].open
+    clock = SimulatedClock(first)
     exchange = SimulatedExchange(market, clock, calendar)
     with db.transaction() as conn:
         shared = SharedRepository(conn)
@@ -168,11 +212,11 @@ def build_replay(*, db: Database, data_dir: Path, interval_minutes: int, tickers
             cfg,
             Dispatcher(db, cfg, broker, market, clock, ExecutionMode.SIMULATED),
             PositionManager(db, cfg, broker, market, clock, calendar),
-            ConfigWatcher(cfg, source, recorder),
-            source,
+            ConfigWatcher(cfg, inputs.source, recorder),
+            inputs.source,
             require_credentials,
         ))
-    return ReplayRig(db, calendar, clock, market, exchange, SignalEngine(db, market.bars), runtimes, quality)
+    return ReplayRig(db, calendar, clock, market, exchange, SignalEngine(db, market.bars), runtimes, inputs.quality)
 
 
 MIN_OPTIONS_LEVEL = 2
@@ -195,42 +239,90 @@ def verify_alpaca_account(config: AccountConfig, broker: AlpacaBroker) -> Broker
     return account
 
 
+EXCHANGE_SECRET_ENV = "OPS_PIPELINE_EXCHANGE_SECRET_"
+
+
+def exchange_secret_env(name: str) -> str:
+    """``tiny-1k`` → ``OPS_PIPELINE_EXCHANGE_SECRET_TINY_1K``: where ``--account`` finds its secret."""
+    return EXCHANGE_SECRET_ENV + "".join(c if c.isalnum() else "_" for c in name).upper()
+
+
 @dataclass(frozen=True)
 class ExchangeAccount:
     """An account served by the paper exchange: its name, Alpaca-style key and secret, balance."""
 
     name: str
     key: str
-    secret: str
+    secret: str = field(repr=False)
     balance: Decimal
 
     @classmethod
-    def parse(cls, text: str) -> ExchangeAccount:
-        """``NAME:KEY:SECRET:BALANCE``.
+    def parse(cls, text: str, environ: dict[str, str] | None = None) -> ExchangeAccount:
+        """``NAME:KEY:BALANCE``; the secret comes from ``OPS_PIPELINE_EXCHANGE_SECRET_<NAME>`` (a secret on
+        the command line would show in the process list).
 
         Raises:
-            ConfigError: malformed (the secret is not echoed).
+            ConfigError: malformed, a secret given on the command line, or no secret in the environment.
         """
+        env = os.environ if environ is None else environ
         parts = text.split(":")
-        if len(parts) != 4:
-            raise ConfigError("--account must be NAME:KEY:SECRET:BALANCE")
-        name, key, secret, balance = parts
+        if len(parts) == 4:
+            raise ConfigError("--account takes NAME:KEY:BALANCE; a secret on the command line is visible to every "
+                              f"user in the process list — put it in {exchange_secret_env(parts[0])} or use --accounts-file")
+        if len(parts) != 3:
+            raise ConfigError("--account must be NAME:KEY:BALANCE (the secret in OPS_PIPELINE_EXCHANGE_SECRET_<NAME>)")
+        name, key, balance = parts
+        secret = env.get(exchange_secret_env(name))
+        if not secret:
+            raise ConfigError(f"--account {name}: no secret in {exchange_secret_env(name)}")
+        return cls(name, key, secret, cls._balance(name, balance))
+
+    @staticmethod
+    def _balance(name: str, value: object) -> Decimal:
         try:
-            amount = Decimal(balance)
+            amount = Decimal(str(value))
         except ArithmeticError:
-            raise ConfigError(f"--account {name}: balance {balance!r} is not a number") from None
-        return cls(name, key, secret, amount)
+            raise ConfigError(f"account {name}: balance {value!r} is not a number") from None
+        if not amount.is_finite() or amount <= 0:
+            raise ConfigError(f"account {name}: balance must be a positive number of dollars, not {value!r}")
+        return amount
+
+    @classmethod
+    def from_file(cls, path: Path) -> list[ExchangeAccount]:
+        """Accounts from a chmod-600 JSON or TOML file: ``[[accounts]]`` (TOML) or a list (JSON) of
+        ``{name, key, secret, balance}``.
+
+        Raises:
+            ConfigError: the file is readable by others, malformed, or an entry is incomplete.
+        """
+        data = read_private_file(path)
+        entries = data.get("accounts") if isinstance(data, dict) else data
+        if not isinstance(entries, list) or not entries:
+            raise ConfigError(f"{path}: expected a list of accounts ({{name, key, secret, balance}})")
+        accounts = []
+        for i, entry in enumerate(entries):
+            missing = [k for k in ("name", "key", "secret", "balance") if not isinstance(entry, dict) or k not in entry]
+            if missing:
+                raise ConfigError(f"{path}: account {i + 1} lacks {', '.join(missing)}")
+            accounts.append(cls(str(entry["name"]), str(entry["key"]), str(entry["secret"]),
+                                cls._balance(str(entry["name"]), entry["balance"])))
+        return accounts
 
 
 def build_paper_exchange(*, data_dir: Path, start: dt.datetime, speed: float, accounts: list[ExchangeAccount],
-                         source: ConfigSource | None = None) -> tuple[FastAPI, SpeedClock, list[ExchangeAccount]]:
+                         source: ConfigSource | None = None, state_path: Path | None = None,
+                         fresh: bool = False) -> tuple[FastAPI, SpeedClock, list[ExchangeAccount], dt.datetime | None]:
     """The paper exchange over the 1-minute data, market time from ``start`` at ``speed``× real time.
 
     Without ``accounts``, serves the configured accounts with their credentials from the secret store.
+    With ``state_path`` the books and the market time are kept in that file: an existing state is
+    resumed (its market time wins over ``start``) unless ``fresh``, which starts it over. Returns the
+    app, its clock, the accounts served and the market time resumed from (``None``: a new state).
 
     Raises:
         ConfigError: a configured account has no credentials, or a key is not a paper key.
         DataError: the data folder lacks the 1-minute bars.
+        DatabaseError: the state file cannot be used.
     """
     if not accounts:
         source = source or ConfigSource.from_settings()
@@ -240,16 +332,30 @@ def build_paper_exchange(*, data_dir: Path, start: dt.datetime, speed: float, ac
                                             credentials.api_secret.get_secret_value(), spec.initial_balance))
     for account in accounts:
         check_paper(account.key, None)
+    state = None
+    resumed = None
+    if state_path is not None:
+        if fresh:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{state_path}{suffix}").unlink(missing_ok=True)
+        state = ExchangeState(state_path)
+        resumed = state.market_time()
+    begin = resumed or start
     calendar = TradingCalendar()
-    day = exchange_date(start)
+    day = exchange_date(begin)
     market, _ = load_market(data_dir, 1, None, day, day + dt.timedelta(days=45), calendar, dt.timedelta(minutes=30))
-    clock = SpeedClock(start, speed)
+    clock = SpeedClock(begin, speed)
     exchange = SimulatedExchange(market, clock, calendar)
     keys = {}
     for account in accounts:
         exchange.open_account(account.name, account.balance)
         keys[account.key] = ApiKey(account.name, account.secret)
-    return create_app(exchange, keys, market, clock), clock, accounts
+    if state is not None:
+        for name, book in state.load().items():
+            exchange.restore(name, book)
+        for name, book in exchange.books().items():
+            state.save(name, book, begin)
+    return create_app(exchange, keys, market, clock, state), clock, accounts, resumed
 
 
 def alpaca_urls() -> tuple[str | None, str | None]:
@@ -258,12 +364,34 @@ def alpaca_urls() -> tuple[str | None, str | None]:
     return os.environ.get("OPS_PIPELINE_ALPACA_BASE_URL") or None, os.environ.get("OPS_PIPELINE_ALPACA_DATA_URL") or None
 
 
+DEFAULT_TIMEOUT_SECS = 10.0
+
+
+def alpaca_timeout_secs() -> float:
+    """Seconds any one request to Alpaca may take: ``OPS_PIPELINE_ALPACA_TIMEOUT_SECS`` (default 10).
+
+    Raises:
+        ConfigError: not a positive number.
+    """
+    raw = os.environ.get("OPS_PIPELINE_ALPACA_TIMEOUT_SECS")
+    if raw is None:
+        return DEFAULT_TIMEOUT_SECS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 3600:
+        raise ConfigError(f"OPS_PIPELINE_ALPACA_TIMEOUT_SECS must be a number of seconds above 0, not {raw!r}")
+    return value
+
+
 def build_live_account(*, db: Database, account_name: str, source: ConfigSource | None = None) -> AccountRuntime:
     """One account on Alpaca paper (``EXECUTION_MODE=ALPACA_PAPER``): credentials from the secret
     store, verified at startup, the broker's clock, the same dispatcher and position manager.
 
     Raises:
-        ConfigError: not in ALPACA_PAPER mode, unknown account, missing/live credentials, options level.
+        ConfigError: not in ALPACA_PAPER mode, unknown account, missing/live credentials, options level,
+            a bad ``OPS_PIPELINE_ALPACA_TIMEOUT_SECS``.
         BrokerError: the broker refused or cannot be reached.
     """
     source = source or ConfigSource.from_settings()
@@ -275,24 +403,30 @@ def build_live_account(*, db: Database, account_name: str, source: ConfigSource 
         raise ConfigError(f"no account {account_name!r}; accounts: {', '.join(configs)}")
     cfg = configs[account_name]
     trading_url, data_url = alpaca_urls()
+    timeout = alpaca_timeout_secs()
 
     def connect(credentials: Credentials) -> tuple[Broker, MarketData]:
         key, secret = credentials.api_key.get_secret_value(), credentials.api_secret.get_secret_value()
-        broker = AlpacaBroker(key, secret, base_url=trading_url)
+        broker = AlpacaBroker(key, secret, base_url=trading_url, timeout_secs=timeout)
         verify_alpaca_account(cfg, broker)
-        return broker, AlpacaMarketData(key, secret, trading_url=trading_url, data_url=data_url)
+        return broker, AlpacaMarketData(key, secret, trading_url=trading_url, data_url=data_url, timeout_secs=timeout)
 
-    credentials, _ = load_credentials(cfg.account, source)
+    credentials, credentials_source = load_credentials(cfg.account, source)
     broker, market = connect(credentials)
     clock = BrokerClock(broker)
     with db.transaction() as conn:
         spec = cfg.account
         SharedRepository(conn).register_account(name=spec.name, tier=spec.tier.value, initial_balance=spec.initial_balance,
                                                 state=spec.state, notes=spec.notes,
-                                                secret_name=source.secret_names(spec.tier)[0], now=clock.now())
+                                                secret_name=source.secret_names(spec.tier)[0],
+                                                now=SystemClock().now())  # the market clock is read by each run
     runtime = AccountRuntime(
         cfg, Dispatcher(db, cfg, broker, market, clock, ExecutionMode.ALPACA_PAPER),
         PositionManager(db, cfg, broker, market, clock, TradingCalendar()),
-        ConfigWatcher(cfg, source, history_recorder(db)), source, require_credentials=True, connect=connect,
+        ConfigWatcher(cfg, source, history_recorder(db)), source, require_credentials=True,
+        credentials=credentials, credentials_source=credentials_source, connect=connect,
     )
+    runtime.dispatcher.credentials_label = f"{credentials.describe()} from {credentials_source}"
+    logging.getLogger("ops_pipeline.startup").info("[%s] credentials: %s", cfg.name, runtime.dispatcher.credentials_label,
+                                                   extra={"account_name": cfg.name})
     return runtime

@@ -5,6 +5,10 @@
 - :class:`BrokerTemporaryError`: the outcome is unknown or transient; retry or resolve later.
 - :class:`OrderRejected`: the broker refused an order; record the refusal and go on.
 - :class:`PositionNotFound`: the broker holds no such position (close the record, send nothing).
+- :class:`MarketDataError`: quotes, chains or the market clock cannot be read now; the run ends
+  cleanly (claims released, error recorded) and the next run tries again.
+- :class:`DatabaseError`: the database URL or file cannot be used; stop, naming it.
+- :class:`RunInProgress`: another run of the same account holds its lock; this one does nothing.
 
 A gate's denial is not an exception: it is a :class:`~ops_pipeline.domain.gates.Denied` value.
 """
@@ -72,3 +76,17 @@ class OrderRejected(BrokerError):
 
 class PositionNotFound(BrokerError):
     """The broker has no position in the symbol ("position does not exist")."""
+
+
+class MarketDataError(OpsPipelineError):
+    """Market data (quotes, option chains, the underlying's price, the market clock) could not be
+    read: a timeout, a refused or failed request. Transient: end the run cleanly, retry next run."""
+
+
+class DatabaseError(OpsPipelineError):
+    """The database cannot be used as given: a malformed or unsupported URL, a missing file where
+    one must exist, a server that refuses the connection. The message names the (redacted) URL."""
+
+
+class RunInProgress(OpsPipelineError):
+    """Another run of the same account holds its lock (SPEC: one account, one run at a time)."""

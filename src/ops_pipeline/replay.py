@@ -3,8 +3,9 @@ data, on a simulated clock (SPEC "Replay").
 
 For each session, minute by minute from one minute after the open to one minute before the close
 (exchange time): set the clock; write the recommendations of bars that closed at that minute;
-then, for each account in the accounts file's order whose schedule fires at that minute, run its
-position manager and then its dispatcher. At the close: settle expiring contracts and run every
+then, for each account in the accounts file's order whose schedule fires at that minute, run it
+through :class:`~ops_pipeline.services.runner.AccountRunner` (its lock, its position manager, then
+its dispatcher), as a live run does. At the close: settle expiring contracts and run every
 account's position manager once more. Deterministic: the same inputs give the same rows.
 """
 
@@ -17,8 +18,9 @@ from pathlib import Path
 
 from ops_pipeline.adapters.db.database import Database
 from ops_pipeline.adapters.market_data.calendar import EXCHANGE_TZ
-from ops_pipeline.bootstrap import ReplayRig, build_replay
+from ops_pipeline.bootstrap import ReplayInputs, ReplayRig, build_replay, load_replay_inputs
 from ops_pipeline.config.loader import ConfigSource
+from ops_pipeline.services.runner import AccountRunner
 
 DEFAULT_TICKERS = ("SPY", "QQQ")
 DEFAULT_START = dt.date(2026, 3, 16)
@@ -57,26 +59,33 @@ def count_minutes(rig: ReplayRig, settings: ReplaySettings) -> int:
     return sum(s.minutes - 1 for s in rig.calendar.sessions(settings.start, settings.end))
 
 
+def load_inputs(settings: ReplaySettings, source: ConfigSource | None = None) -> ReplayInputs:
+    """Load and check everything ``settings`` names, before any database is touched.
+
+    Raises:
+        ConfigError, DataError: see :func:`~ops_pipeline.bootstrap.load_replay_inputs`.
+    """
+    return load_replay_inputs(
+        data_dir=settings.data_dir, interval_minutes=settings.interval_minutes, tickers=list(settings.tickers),
+        start=settings.start, end=settings.end, config_dir=settings.config_dir, max_quote_age=settings.max_quote_age,
+        accounts=list(settings.accounts) or None, source=source)
+
+
 def run_replay(db: Database, settings: ReplaySettings, progress: ProgressFn | None = None,
                source: ConfigSource | None = None, on_minute: Callable[[dt.datetime], None] | None = None,
-               ) -> tuple[ReplayRig, ReplayStats]:
+               inputs: ReplayInputs | None = None) -> tuple[ReplayRig, ReplayStats]:
     """Replay ``settings`` into ``db`` (already migrated); ``progress(done, total)`` per minute.
 
     ``source`` overrides where configuration comes from (default: the environment's stores);
-    ``on_minute(now)`` is called at each minute before any run (what a scheduler sees between runs).
+    ``on_minute(now)`` is called at each minute before any run (what a scheduler sees between runs);
+    ``inputs`` are the already loaded inputs (:func:`load_inputs`), else they are loaded here.
     """
-    rig = build_replay(
-        db=db, data_dir=settings.data_dir, interval_minutes=settings.interval_minutes,
-        tickers=list(settings.tickers), start=settings.start, end=settings.end,
-        config_dir=settings.config_dir, max_quote_age=settings.max_quote_age, accounts=list(settings.accounts) or None,
-        source=source, require_credentials=settings.require_credentials,
-    )
-    stats = ReplayStats()
+    inputs = inputs or load_inputs(settings, source)
+    rig = build_replay(db=db, inputs=inputs, require_credentials=settings.require_credentials)
+    stats = ReplayStats(bars=inputs.bars_in_window)
+    runners = [AccountRunner(db, account) for account in rig.accounts]
     total = count_minutes(rig, settings)
-    for series in rig.market.bars.values():
-        lo, hi = (dt.datetime.combine(d, dt.time(0), EXCHANGE_TZ).timestamp() for d in (settings.start, settings.end + dt.timedelta(days=1)))
-        stats.bars += int(((series.start >= lo) & (series.start < hi)).sum())
-    for session in rig.calendar.sessions(settings.start, settings.end):
+    for session in inputs.sessions:
         stats.sessions += 1
         for k in range(1, session.minutes):
             now = session.open + dt.timedelta(minutes=k)
@@ -86,11 +95,9 @@ def run_replay(db: Database, settings: ReplaySettings, progress: ProgressFn | No
             stats.recommendations += rig.signals.run(now)
             local = now.astimezone(EXCHANGE_TZ)
             minute_of_day = local.hour * 60 + local.minute
-            for account in rig.accounts:
-                if account.config.account.schedule.fires_at(minute_of_day):
-                    account.before_run(now)
-                    account.position_manager.run()
-                    account.dispatcher.run()
+            for runner in runners:
+                if runner.runtime.config.account.schedule.fires_at(minute_of_day):
+                    runner.run_once()
                     stats.position_manager_runs += 1
                     stats.dispatcher_runs += 1
             stats.minutes += 1
@@ -98,7 +105,7 @@ def run_replay(db: Database, settings: ReplaySettings, progress: ProgressFn | No
                 progress(stats.minutes, total)
         rig.clock.set(session.close)
         rig.exchange.settle_expirations()
-        for account in rig.accounts:
-            account.position_manager.run()
+        for runner in runners:
+            runner.run_once(dispatch=False)
             stats.position_manager_runs += 1
     return rig, stats

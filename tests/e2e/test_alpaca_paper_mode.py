@@ -25,7 +25,7 @@ NOON = from_exchange(dt.datetime(2026, 3, 16, 12, 0))
 
 @pytest.fixture
 def paper_exchange(data_dir):
-    exchange, _, _ = build_paper_exchange(data_dir=data_dir, start=NOON, speed=0,
+    exchange, _, _, _ = build_paper_exchange(data_dir=data_dir, start=NOON, speed=0,
                                           accounts=[ExchangeAccount("large-100k", KEY, SECRET, Decimal("100000"))])
     running = serve_in_thread(exchange)
     yield running.url
@@ -83,7 +83,7 @@ def test_the_exchange_serves_the_configured_accounts_with_their_secrets(data_dir
     (tmp_path / "accounts.toml").write_text('[[accounts]]\nname = "small-5k"\ntier = "small"\ninitial_balance = 5000\n')
     monkeypatch.setenv(secret_env_name("ops-pipeline/alpaca/small"),
                        json.dumps({"api_key": "PKSMALLCONF0001", "api_secret": "small-secret", "account_name": "small-5k"}))
-    exchange, _, served = build_paper_exchange(data_dir=data_dir, start=NOON, speed=0, accounts=[],
+    exchange, _, served, _ = build_paper_exchange(data_dir=data_dir, start=NOON, speed=0, accounts=[],
                                                source=ConfigSource.from_settings(StoreSettings(), config_dir=tmp_path))
     running = serve_in_thread(exchange)
     try:

@@ -50,7 +50,8 @@ def test_default_replay_trades_every_account_within_its_own_limits(sqlite_replay
     accounts = {a["account_name"]: a for a in report["accounts"]}
     assert sum(1 for a in accounts.values() if a["trades"] > 0) >= 3
     for name, a in accounts.items():
-        assert a["limit_violations"] == [], name
+        assert a["limit_violations"] == [], name  # the latched daily loss rule included
+        assert a["inconsistencies"] == [], name
         assert a["contracts_max"] <= a["contract_cap"]
     assert report["fills_by_quote"].get("real", 0) > 0
     assert all(row["cap_respected"] for row in report["tier_validation"])
@@ -58,6 +59,27 @@ def test_default_replay_trades_every_account_within_its_own_limits(sqlite_replay
     with db.transaction() as conn:
         for name, a in accounts.items():
             assert AccountRepository(conn, name).decisions_by_reason() == a["rejections"]
+
+
+def test_the_report_shows_each_accounts_worst_day_and_says_when_open_positions_took_it_past_the_limit(sqlite_replay):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from ops_pipeline.reports.render import render
+
+    _, _, report = sqlite_replay
+    halted = [a for a in report["accounts"] if a["halted_days"]]
+    assert halted  # the default replay reaches the daily loss limit of several accounts
+    buffer = StringIO()
+    render(report, Console(file=buffer, width=240))
+    text = buffer.getvalue()
+    assert "Daily loss limit: each account's worst day" in text
+    for a in report["accounts"]:
+        worst = a["worst_day"]
+        if worst["worst_pnl"] <= -a["max_daily_loss"]:  # a day at the limit was latched
+            assert worst["halted_at"], a["account_name"]
+    assert "positions already open then took the day to" in text
 
 
 def test_the_same_replay_into_postgresql_gives_the_same_report(sqlite_replay, pg_replay):
@@ -137,6 +159,7 @@ def test_cli_refuses_bad_options_with_a_clear_message(tmp_path):
 
 def test_paper_exchange_serve_answers_alpaca_py(data_dir):
     """`ops-pipeline paper-exchange serve` as a user starts it, then alpaca-py against it."""
+    import os
     import subprocess
     import sys
 
@@ -149,8 +172,9 @@ def test_paper_exchange_serve_answers_alpaca_py(data_dir):
 
     process = subprocess.Popen(
         [sys.executable, "-m", "ops_pipeline.cli", "paper-exchange", "serve", "--port", "0", "--data", str(data_dir),
-         "--start", "2026-03-16 12:00", "--speed", "0", "--account", "tiny-1k:PKTINYSERVE01:serve-secret:1000"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--start", "2026-03-16 12:00", "--speed", "0", "--account", "tiny-1k:PKTINYSERVE01:1000", "--fresh"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "OPS_PIPELINE_EXCHANGE_SECRET_TINY_1K": "serve-secret"})
     try:
         first = process.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+", first)

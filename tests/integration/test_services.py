@@ -150,6 +150,24 @@ def test_a_refused_close_stays_closing_and_is_retried(any_db):
     assert (p.status, p.close_attempts, p.exit_price) == ("closed", 2, Decimal("0.0300"))
 
 
+def test_a_close_that_never_reached_the_broker_of_a_contract_it_no_longer_holds_is_closed_not_stuck(any_db):
+    """The sell was lost before the broker saw it, and the contract was then sold by hand: the next
+    run must close the record (not_at_broker), not wait for a sell that does not exist."""
+    rig = Rig(any_db, account_config("large-100k"))
+    rig.recommend(0)
+    rig.dispatcher("large-100k").run()
+    rig.manager("large-100k").run()
+    (p,) = rig.rows(active_positions, "large-100k")
+    with any_db.transaction() as conn:
+        AccountRepository(conn, "large-100k").update_position(
+            p.id, status="closing", exit_reason="stop_loss", close_attempts=1, close_client_order_id="lost-before-sent")
+    broker = rig.exchange.broker_for("large-100k")
+    broker.close_position(OccSymbol.parse(SYMBOL), p.contracts, "sold-by-hand")
+    rig.advance(1)
+    assert rig.manager("large-100k").run().closed == {"not_at_broker": 1}
+    assert [o.client_order_id for o in broker.orders()][-1] == "sold-by-hand"  # nothing more was sent
+
+
 def test_a_position_the_broker_no_longer_holds_is_closed_without_an_order(any_db):
     rig = Rig(any_db, account_config("large-100k"))
     rig.recommend(0)
@@ -178,6 +196,21 @@ def test_an_expired_contract_is_closed_at_intrinsic_value(any_db):
     with any_db.transaction() as conn:
         assert AccountRepository(conn, "large-100k").realized_pnl_since(NOON) == p.realized_pnl
     assert OccSymbol.parse(p.option_symbol).expiration == dt.date(2026, 3, 27)
+
+
+def test_a_contract_left_past_its_expiry_is_settled_by_the_next_call_without_being_asked(any_db):
+    """A served paper exchange nobody tells about the close: the next request settles the expiry."""
+    rig = Rig(any_db, account_config("large-100k"))
+    rig.recommend(0)
+    rig.dispatcher("large-100k").run()
+    rig.manager("large-100k").run()
+    rig.clock.set(from_exchange(dt.datetime(2026, 3, 30, 10, 0)))  # the Monday after the expiry
+    rig.market.prices["SPY"] = Decimal("657.25")
+    assert rig.manager("large-100k").run().closed == {"expired": 1}
+    (p,) = rig.rows(active_positions, "large-100k")
+    assert (p.exit_price, p.realized_pnl) == (Decimal("0.0000"), -Decimal("250") * p.contracts)
+    (settled,) = rig.exchange.books()["large-100k"].settlements
+    assert settled.at == from_exchange(dt.datetime(2026, 3, 27, 16, 0)) and settled.price == Decimal("0.00")
 
 
 def test_a_broker_position_unknown_to_the_database_is_adopted_once(any_db):

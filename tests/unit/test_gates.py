@@ -83,8 +83,25 @@ def test_open_positions_at_limit():
 def test_daily_loss_counts_realized_and_unrealized():
     hit = snapshot(realized_pnl_today_usd=Decimal("-300"), unrealized_pnl_usd=Decimal("-200"))
     denial = gates.daily_loss_gate(hit, CFG)
-    assert denial.code is ReasonCode.DAILY_LOSS_LIMIT and "pnl_today=-500.00" in denial.detail
+    assert denial.code is ReasonCode.DAILY_LOSS_LIMIT
+    assert denial.detail == "day P&L \u2212500.00 (realized \u2212300.00, unrealized \u2212200.00), max 500.00"
     assert gates.daily_loss_gate(snapshot(realized_pnl_today_usd=Decimal("-499.99")), CFG) is None
+
+
+def test_an_unrealized_gain_does_not_undo_a_realized_loss_past_the_limit():
+    # the seen case: realized -616 by 11:23, an open position's gain lifting the total above -500
+    assert gates.daily_loss_reached(Decimal("-616"), Decimal("+200"), Decimal("500"))
+    assert not gates.daily_loss_reached(Decimal("-400"), Decimal("+50"), Decimal("500"))
+    assert gates.daily_loss_reached(Decimal("-400"), Decimal("-100"), Decimal("500"))
+
+
+def test_a_latched_day_denies_whatever_the_pnl_does_after_and_quotes_the_latch():
+    halt = gates.DailyLossHalt(dt.datetime(2026, 3, 19, 15, 23, tzinfo=dt.UTC), Decimal("-616.00"), Decimal("-616.00"),
+                               Decimal("500"))
+    recovered = snapshot(realized_pnl_today_usd=Decimal("-616"), unrealized_pnl_usd=Decimal("+900"), daily_loss_halt=halt)
+    denial = gates.daily_loss_gate(recovered, CFG)
+    assert str(denial) == "daily_loss_limit: halted 11:23 ET at day P&L \u2212616.00, max 500.00"
+
 
 
 def test_exposure_gate_reports_open_new_and_max():

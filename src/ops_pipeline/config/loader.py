@@ -7,15 +7,16 @@ JSON stops startup naming the parameter and the position of the error; every val
 of every account is listed at once.
 
 Credentials (only when asked for: ``EXECUTION_MODE=ALPACA_PAPER`` needs them, the simulated broker
-does not): ``{secret_prefix}/{tier}`` → ``{secret_prefix}`` → fail naming both. Under
-``ALPACA_PAPER`` a key that is not a paper key (``PK…``) is refused, and the secret's
-``account_name`` must be the account's own (a typo must not trade another account).
+does not): ``{secret_prefix}/{tier}`` → ``{secret_prefix}`` → fail naming both. Whatever the mode,
+a key that is not a paper key (``PK…``) is refused, and the secret's ``account_name`` must be the
+account's own (a typo must not trade, or pass a check as, another account).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -45,8 +46,28 @@ TIER_DEFAULTS_LABEL = "tier defaults (code)"
 
 
 def default_config_dir() -> Path:
-    """The configuration the package ships (four accounts, four tiers' parameters)."""
+    """The configuration the package ships (four accounts, four tiers' parameters). Read-only: it is
+    never written (see :func:`user_config_dir`)."""
     return Path(str(resources.files("ops_pipeline.config") / "defaults"))
+
+
+def user_config_dir() -> Path:
+    """The user's configuration folder: ``$OPS_PIPELINE_CONFIG_HOME``, else
+    ``$XDG_CONFIG_HOME/ops-pipeline``, else ``~/.config/ops-pipeline``. Used instead of the shipped
+    configuration once it holds an ``accounts.toml``; ``config set`` creates it."""
+    if home := os.environ.get("OPS_PIPELINE_CONFIG_HOME"):
+        return Path(home)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "ops-pipeline"
+
+
+def config_folder(explicit: Path | None = None) -> Path:
+    """Where configuration is read from: ``explicit`` (``--config-dir`` / ``OPS_PIPELINE_CONFIG_DIR``),
+    else the user folder if it exists, else the shipped configuration."""
+    if explicit is not None:
+        return explicit
+    user = user_config_dir()
+    return user if (user / "accounts.toml").is_file() else default_config_dir()
 
 
 def parse_tier(value: str) -> Tier:
@@ -132,14 +153,14 @@ class ConfigSource:
     def from_dir(cls, folder: Path | None) -> ConfigSource:
         """``folder/accounts.toml`` and ``folder/parameters/`` (default: the shipped configuration),
         secrets from the environment."""
-        folder = folder or default_config_dir()
+        folder = config_folder(folder)
         return cls(folder / "accounts.toml", LocalParameterStore(folder / "parameters"), LocalSecretStore())
 
     @classmethod
     def from_settings(cls, settings: StoreSettings | None = None, *, config_dir: Path | None = None) -> ConfigSource:
         """Stores chosen by ``OPS_PIPELINE_PARAMETER_STORE`` / ``OPS_PIPELINE_SECRET_STORE`` (local|aws)."""
         settings = settings or StoreSettings()
-        folder = config_dir or settings.config_dir or default_config_dir()
+        folder = config_folder(config_dir or settings.config_dir)
         settings = with_file_defaults(settings, folder / "accounts.toml")
         parameters: ParameterStore = (
             AwsParameterStore(boto3_client("ssm")) if settings.parameter_store == "aws"
@@ -267,14 +288,14 @@ def load_credentials(spec: AccountSpec, source: ConfigSource) -> tuple[Credentia
     else:
         raise ConfigError(f"no credentials for account {spec.name}: secret {tried[0]} not found, nor {tried[1]}")
     credentials = parse_credentials(stored)
-    if source.execution_mode is ExecutionMode.ALPACA_PAPER:
-        if not credentials.is_paper_key:
-            raise ConfigError(
-                f"secret {stored.name}: key {mask(credentials.api_key)} is not an Alpaca paper key (paper keys start "
-                "with PK); live trading is refused"
-            )
-        if credentials.account_name != spec.name:
-            raise ConfigError(f"secret {stored.name} belongs to account {credentials.account_name!r}, not {spec.name!r}")
+    if not credentials.is_paper_key:
+        raise ConfigError(
+            f"secret {stored.name}: key {mask(credentials.api_key)} is not an Alpaca paper key (paper keys start "
+            "with PK); live trading is refused"
+        )
+    if credentials.account_name != spec.name:
+        raise ConfigError(f"secret {stored.name} belongs to account {credentials.account_name!r}, not {spec.name!r} "
+                          f"(the accounts file gives tier {spec.tier.value} to {spec.name})")
     return credentials, f"{stored.name} (version {stored.version}, {stored.source})"
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ops_pipeline.domain.values import Action, StrategyType, Tier
+from ops_pipeline.domain.values import Action, DailyLossAction, StrategyType, Tier
 from ops_pipeline.errors import ConfigError
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -74,6 +74,7 @@ ALL_TIER_DEFAULTS: dict[str, Any] = {
     "stop_loss_pct": 0.25,
     "take_profit_pct": 0.50,
     "min_quality_score": 40.0,
+    "daily_loss_action": "halt",
 }
 
 
@@ -112,6 +113,18 @@ class RiskConfig(_Frozen):
     stop_loss_pct: Fraction
     take_profit_pct: Fraction
     min_quality_score: Annotated[float, Field(ge=0, le=100)]
+    daily_loss_action: DailyLossAction = Field(
+        DailyLossAction.HALT, description="halt: no new entries once the day's loss reached max_daily_loss; "
+                                          "flatten: also sell every open position at the bid")
+
+    @field_validator("daily_loss_action", mode="before")
+    @classmethod
+    def _daily_loss_action(cls, value: Any) -> Any:
+        if isinstance(value, str) and value in {a.value for a in DailyLossAction}:
+            return DailyLossAction(value)
+        if isinstance(value, DailyLossAction):
+            return value
+        raise ValueError(f"must be halt or flatten, not {value!r}")
 
     @field_validator("allowed_actions", mode="before")
     @classmethod

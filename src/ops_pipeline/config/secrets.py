@@ -12,11 +12,16 @@ name such as ``ops-pipeline/alpaca/tiny``. Backends:
 
 The key and the secret are :class:`pydantic.SecretStr`: they print as ``**********``; show a key
 with :func:`mask` (its last four characters at most). Error messages never quote a secret's text.
+
+A secret's *version* never derives from its text (a hash of the text would let anyone holding a log
+line test guesses of the secret): Secrets Manager's ``VersionId``; for a file, its modification
+time; for the environment, ``env`` (it cannot change while a process runs). Credentials are shown
+as the key's last four characters and the secret's name and version.
 """
 
 from __future__ import annotations
 
-import hashlib
+import datetime as dt
 import json
 import os
 import re
@@ -67,8 +72,32 @@ class SecretStore(Protocol):
         ...
 
 
-def _version(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+def read_private_file(path: Path) -> Any:  # noqa: ANN401 - parsed JSON or TOML
+    """The parsed content of a JSON or TOML file that holds secrets.
+
+    Raises:
+        ConfigError: the file is missing, inside the repository, readable by group or others, or not
+            valid JSON/TOML (the position named, never the content).
+    """
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError(f"secrets file not found: {path}")
+    if path.is_relative_to(REPOSITORY_ROOT):
+        raise ConfigError(f"secrets file {path} is inside the repository {REPOSITORY_ROOT}; keep it outside")
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"secrets file {path} is readable by others (mode {stat.filemode(mode)}); run chmod 600 {path}")
+    raw = path.read_text(encoding="utf-8")
+    try:
+        return tomllib.loads(raw) if path.suffix == ".toml" else json.loads(raw)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        position = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ConfigError(f"secrets file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}{position}") from None
+
+
+def file_version(path: Path) -> str:
+    """A file secret's version: its modification time (changes when the file is rewritten)."""
+    return "modified " + dt.datetime.fromtimestamp(path.stat().st_mtime_ns / 1e9, dt.UTC).isoformat(timespec="microseconds")
 
 
 class EnvSecretStore:
@@ -81,7 +110,7 @@ class EnvSecretStore:
         env = self._environ if self._environ is not None else os.environ
         variable = secret_env_name(name)
         text = env.get(variable)
-        return None if text is None else StoredSecret(name, text, f"env {variable}", _version(text))
+        return None if text is None else StoredSecret(name, text, f"env {variable}", "env")
 
 
 class SecretsFileStore:
@@ -96,22 +125,9 @@ class SecretsFileStore:
         self.path = path
 
     def _load(self) -> dict[str, Any]:
-        path = self.path.expanduser().resolve()
-        if not path.is_file():
-            raise ConfigError(f"secrets file not found: {path}")
-        if path.is_relative_to(REPOSITORY_ROOT):
-            raise ConfigError(f"secrets file {path} is inside the repository {REPOSITORY_ROOT}; keep it outside")
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"secrets file {path} is readable by others (mode {stat.filemode(mode)}); run chmod 600 {path}")
-        raw = path.read_text(encoding="utf-8")
-        try:
-            data = tomllib.loads(raw) if path.suffix == ".toml" else json.loads(raw)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            position = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-            raise ConfigError(f"secrets file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}{position}") from None
+        data = read_private_file(self.path)
         if not isinstance(data, dict):
-            raise ConfigError(f"secrets file {path} must map secret names to objects")
+            raise ConfigError(f"secrets file {self.path} must map secret names to objects")
         return data
 
     def get(self, name: str) -> StoredSecret | None:
@@ -119,7 +135,7 @@ class SecretsFileStore:
         if value is None:
             return None
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-        return StoredSecret(name, text, f"file {self.path}", _version(text))
+        return StoredSecret(name, text, f"file {self.path}", file_version(self.path.expanduser().resolve()))
 
 
 class LocalSecretStore:

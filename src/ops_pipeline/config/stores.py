@@ -65,7 +65,15 @@ class LocalParameterStore:
         return None
 
     def put(self, name: str, text: str) -> StoredParameter:
-        """Write a parameter as JSON (replacing a TOML file of the same name)."""
+        """Write a parameter as JSON (replacing a TOML file of the same name).
+
+        Raises:
+            ConfigError: the folder is the configuration shipped inside the package.
+        """
+        shipped = Path(__file__).resolve().parent / "defaults"
+        if self.folder.resolve().is_relative_to(shipped):
+            raise ConfigError(f"{self.folder} is the configuration shipped with ops-pipeline and is never written; "
+                              "give --config-dir, or write to the user configuration folder")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path_for(name, ".toml").unlink(missing_ok=True)
         self.path_for(name).write_text(text, encoding="utf-8")

@@ -27,6 +27,8 @@ class ExitReason(StrEnum):
     BEFORE_EXPIRY = "before_expiry"
     NOT_AT_BROKER = "not_at_broker"
     EXPIRED = "expired"
+    DAILY_LOSS_FLATTEN = "daily_loss_flatten"
+    """The day's loss reached the limit with ``daily_loss_action = flatten``: sold at the bid."""
 
 
 def stop_and_target(entry_usd: Decimal, stop_loss_pct: float, take_profit_pct: float) -> tuple[Decimal, Decimal]:

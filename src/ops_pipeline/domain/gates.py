@@ -7,6 +7,9 @@ the numbers behind it (``exposure_limit: open=9200.00 new=1050.00 max=10000.00``
 account paused/killed → action not allowed → recommendation too old → bar/features too old →
 confidence → volume ratio → ticker cooldown → trades per ticker per day → open positions →
 daily loss → (contract quality) → exposure → buying power → size below one contract.
+
+The daily loss gate is a latch (:class:`DailyLossHalt`): once the day's loss reached the limit at
+any run, the account opens nothing more that exchange day, whatever the P&L does after.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from enum import StrEnum
 
 from ops_pipeline.config.models import RiskConfig
 from ops_pipeline.domain.market import Recommendation
-from ops_pipeline.domain.values import AccountState
+from ops_pipeline.domain.values import EXCHANGE_TZ, AccountState
+
+MINUS = "\u2212"
 
 
 class ReasonCode(StrEnum):
@@ -42,6 +47,9 @@ class ReasonCode(StrEnum):
     INSUFFICIENT_BUYING_POWER = "insufficient_buying_power"
     SIZE_BELOW_ONE_CONTRACT = "size_below_one_contract"
     ORDER_REJECTED = "order_rejected"
+    ORDER_EXPIRED = "order_expired"
+    """The order never filled: the broker let it expire or cancelled it, or it never reached the
+    broker and the recommendation was too old to send it again."""
     BROKER_ERROR = "broker_error"
     INVALID_RECOMMENDATION = "invalid_recommendation"
 
@@ -63,6 +71,7 @@ class AccountSnapshot:
 
     Attributes:
         state: enabled / paused / killed.
+        daily_loss_halt: today's latched daily-loss halt, if the account has one.
         equity_usd, buying_power_usd: from the broker, dollars.
         open_positions: open or closing positions plus orders sent but not yet positioned.
         open_exposure_usd: notional of the same, dollars.
@@ -81,10 +90,51 @@ class AccountSnapshot:
     unrealized_pnl_usd: Decimal
     trades_today_by_ticker: Mapping[str, int] = field(default_factory=dict)
     last_trade_at_by_ticker: Mapping[str, dt.datetime] = field(default_factory=dict)
+    daily_loss_halt: DailyLossHalt | None = None
 
     @property
     def pnl_today_usd(self) -> Decimal:
         return self.realized_pnl_today_usd + self.unrealized_pnl_usd
+
+
+def _signed(value: Decimal) -> str:
+    return f"{MINUS}{-value:.2f}" if value < 0 else f"{value:.2f}"
+
+
+@dataclass(frozen=True, slots=True)
+class DailyLossHalt:
+    """The latch of one account for one exchange day: set at the first run at which the day's loss
+    reached the limit, kept (stored) until the next exchange day.
+
+    Attributes:
+        halted_at: the run's time, aware.
+        day_pnl_usd: realized today + unrealized at that run, dollars (negative: a loss).
+        realized_pnl_usd: the realized part, dollars.
+        max_daily_loss_usd: the limit then in force, dollars (positive).
+    """
+
+    halted_at: dt.datetime
+    day_pnl_usd: Decimal
+    realized_pnl_usd: Decimal
+    max_daily_loss_usd: Decimal
+
+    def describe(self) -> str:
+        """``halted 11:23 ET at day P&L −616.00, max 500.00``; when the realized loss alone reached the
+        limit (an open gain offsetting it), also ``(realized −604.00)``."""
+        realized = "" if self.day_pnl_usd <= -self.max_daily_loss_usd else f" (realized {_signed(self.realized_pnl_usd)})"
+        return (f"halted {self.halted_at.astimezone(EXCHANGE_TZ):%H:%M} ET at day P&L {_signed(self.day_pnl_usd)}"
+                f"{realized}, max {self.max_daily_loss_usd:.2f}")
+
+
+def daily_loss_reached(realized_usd: Decimal, unrealized_usd: Decimal, max_daily_loss_usd: Decimal) -> bool:
+    """True when the day's loss reached ``max_daily_loss_usd`` (dollars, positive).
+
+    The day's P&L is realized today plus unrealized (SPEC). A realized loss at the limit counts on
+    its own too: an unrealized gain on a position still open is not money, and must not reopen a
+    day that has already lost its limit.
+    """
+    limit = -abs(max_daily_loss_usd)
+    return realized_usd + unrealized_usd <= limit or realized_usd <= limit
 
 
 def account_state_gate(state: AccountState) -> Denied | None:
@@ -187,13 +237,16 @@ def open_positions_gate(account: AccountSnapshot, cfg: RiskConfig) -> Denied | N
 
 
 def daily_loss_gate(account: AccountSnapshot, cfg: RiskConfig) -> Denied | None:
-    """Realized plus unrealized P&L today at or below ``-max_daily_loss`` stops new entries."""
-    pnl = account.pnl_today_usd
-    if pnl <= -Decimal(str(cfg.max_daily_loss)):
+    """No entry once today's latch is set, or when the day's loss reaches ``max_daily_loss`` now
+    (the caller stores that as the latch). Every later denial quotes the latch."""
+    if account.daily_loss_halt is not None:
+        return Denied(ReasonCode.DAILY_LOSS_LIMIT, account.daily_loss_halt.describe())
+    limit = Decimal(str(cfg.max_daily_loss))
+    if daily_loss_reached(account.realized_pnl_today_usd, account.unrealized_pnl_usd, limit):
         return Denied(
             ReasonCode.DAILY_LOSS_LIMIT,
-            f"pnl_today={pnl:.2f} (realized={account.realized_pnl_today_usd:.2f} "
-            f"unrealized={account.unrealized_pnl_usd:.2f}) max_loss={cfg.max_daily_loss:.2f}",
+            f"day P&L {_signed(account.pnl_today_usd)} (realized {_signed(account.realized_pnl_today_usd)}, "
+            f"unrealized {_signed(account.unrealized_pnl_usd)}), max {limit:.2f}",
         )
     return None
 

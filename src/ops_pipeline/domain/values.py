@@ -12,8 +12,11 @@ import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 CONTRACT_MULTIPLIER = 100
+EXCHANGE_TZ = ZoneInfo("America/New_York")
+"""US options trade on New York time: exchange dates and times shown to traders are in this zone."""
 CENT = Decimal("0.01")
 ZERO = Decimal("0")
 
@@ -50,6 +53,17 @@ class AccountState(StrEnum):
     ENABLED = "enabled"
     PAUSED = "paused"
     KILLED = "killed"
+
+
+class DailyLossAction(StrEnum):
+    """What the account does once its day's loss reached ``max_daily_loss`` (SPEC "The dispatcher").
+
+    ``halt``: no new entries for the rest of the exchange day; open positions keep their exits.
+    ``flatten``: the same, and every open position is also sold at the bid.
+    """
+
+    HALT = "halt"
+    FLATTEN = "flatten"
 
 
 class ExecutionMode(StrEnum):

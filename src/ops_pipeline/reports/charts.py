@@ -20,7 +20,7 @@ def equity_figure(db: Database, configs: list[AccountConfig]) -> go.Figure:
     """
     figure = go.Figure()
     for config in configs:
-        with db.transaction() as conn:
+        with db.read() as conn:
             curve = AccountRepository(conn, config.name).equity_curve()
         base = float(config.account.initial_balance)
         labels = [s.taken_at.astimezone(EXCHANGE_TZ).strftime("%Y-%m-%d %H:%M") for s in curve]

@@ -30,9 +30,9 @@ def render(report: dict[str, Any], console: Console) -> None:
     accounts = report["accounts"]
 
     t = Table(title="Accounts", title_justify="left")
-    t.add_column("")
+    t.add_column("", overflow="fold")
     for a in accounts:
-        t.add_column(a["account_name"], justify="right")
+        t.add_column(a["account_name"], justify="right", overflow="fold")
     rows = {
         "tier": lambda a: a["tier"] if a["expected_tier"] == a["tier"] else f"{a['tier']} [yellow](equity: {a['expected_tier']})[/]",
         "trades": lambda a: str(a["trades"]),
@@ -54,9 +54,9 @@ def render(report: dict[str, Any], console: Console) -> None:
 
     codes = sorted({code for a in accounts for code in a["rejections"]})
     r = Table(title="Rejections by reason code (per account)", title_justify="left")
-    r.add_column("reason code")
+    r.add_column("reason code", overflow="fold")
     for a in accounts:
-        r.add_column(a["account_name"], justify="right")
+        r.add_column(a["account_name"], justify="right", overflow="fold")
     for code in codes:
         r.add_row(code, *(str(a["rejections"].get(code, 0)) for a in accounts))
     console.print(r)
@@ -64,12 +64,26 @@ def render(report: dict[str, Any], console: Console) -> None:
     v = Table(title="Tier validation (seed 002), whole run", title_justify="left")
     for col in ("account_name", "expected_balance", "expected_risk_pct", "tier_cap", "avg_position_size",
                 "actual_risk_pct", "max_contracts_used", "trades", "cap_respected"):
-        v.add_column(col, justify="left" if col == "account_name" else "right")
+        v.add_column(col, justify="left" if col == "account_name" else "right", overflow="fold")
     for row in report["tier_validation"]:
         v.add_row(row["account_name"], _money(row["expected_balance"]), f"{row['expected_risk_pct']}",
                   str(row["tier_cap"]), _money(row["avg_position_size"]), f"{row['actual_risk_pct']}",
                   str(row["max_contracts_used"]), str(row["trades"]), "✅" if row["cap_respected"] else "❌ Over limit!")
     console.print(v)
+
+    d = Table(title="Daily loss limit: each account's worst day, and the days it halted", title_justify="left")
+    for col in ("account", "limit", "worst day", "worst day P&L", "halted", "what happened"):
+        d.add_column(col, justify="right" if col in {"limit", "worst day P&L"} else "left", overflow="fold")
+    for a in accounts:
+        worst = a.get("worst_day")
+        halts = a.get("halted_days", [])
+        if worst is None:
+            d.add_row(a["account_name"], _money(a["max_daily_loss"]), "—", "—", "—", "no trading day")
+            continue
+        halted = ", ".join(f"{h['date']} {h['halted_at']} ({_halt_pnl(h)})" for h in halts) or "never"
+        d.add_row(a["account_name"], _money(a["max_daily_loss"]), worst["date"], _signed(worst["worst_pnl"]), halted,
+                  _daily_loss_story(worst, halts))
+    console.print(d)
 
     fills = report["fills_by_quote"]
     console.print(f"Fills (entries and exits) by quote: real {fills.get('real', 0)}, modelled {fills.get('modelled', 0)}"
@@ -80,7 +94,34 @@ def render(report: dict[str, Any], console: Console) -> None:
         console.print(f"[dim]data: {note}[/]")
     for a in accounts:
         for problem in a["limit_violations"]:
-            console.print(f"[red]{a['account_name']}: limit breach: {problem}[/]")
+            console.print(f"[red]{a['account_name']}: limit breach: {problem}[/]", markup=True)
+        for problem in a.get("inconsistencies", []):
+            console.print(f"[yellow]{a['account_name']}: inconsistent rows: {problem}[/]")
+
+
+def _plain(value: float | None) -> str:
+    return "—" if value is None else f"{value:+,.2f}"
+
+
+def _halt_pnl(day: dict[str, Any]) -> str:
+    """The day P&L at the halt, and the realized part when that alone reached the limit."""
+    text = _plain(day["halt_pnl"])
+    if day["halt_pnl"] is not None and day["halt_pnl"] > -day["max_daily_loss"]:
+        text += f", realized {_plain(day['halt_realized'])}"
+    return text
+
+
+def _daily_loss_story(worst: dict[str, Any], halts: list[dict[str, Any]]) -> str:
+    """One plain sentence on the worst day against the limit."""
+    limit = worst["max_daily_loss"]
+    if worst["past_limit_after_halt"]:
+        return (f"halted at {worst['halted_at']} at {_halt_pnl(worst)}; positions already open then took "
+                f"the day to {_plain(worst['worst_pnl'])} (limit {limit:,.2f}); no entry after the halt")
+    if worst["halted_at"]:
+        return f"halted at {worst['halted_at']} at {_halt_pnl(worst)}: no entry for the rest of the day"
+    if halts:
+        return f"within the limit that day; halted on {len(halts)} other day(s)"
+    return f"within the limit (worst {_plain(worst['worst_pnl'])} at {worst['worst_at']})"
 
 
 def write_files(report: dict[str, Any], out_dir: Path) -> list[Path]:

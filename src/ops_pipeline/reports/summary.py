@@ -13,7 +13,7 @@ from ops_pipeline.adapters.db.database import Database
 from ops_pipeline.adapters.db.repositories import FILLED, AccountRepository
 from ops_pipeline.config.models import AccountConfig
 from ops_pipeline.domain.values import money
-from ops_pipeline.reports.invariants import check_account
+from ops_pipeline.reports.invariants import check_account, check_consistency, daily_loss_days
 
 
 def _dollars(value: Decimal | int | float | None) -> float | None:
@@ -32,13 +32,15 @@ def max_drawdown(equity: list[Decimal]) -> tuple[Decimal, float]:
 
 def account_report(db: Database, config: AccountConfig) -> dict[str, Any]:
     """One account's figures over everything stored."""
-    with db.transaction() as conn:
+    with db.read() as conn:
         repo = AccountRepository(conn, config.name)
         executions = [e for e in repo.executions() if e.status == FILLED]
         positions = repo.positions()
         rejections = repo.decisions_by_reason()
         curve = repo.equity_curve()
         problems = check_account(conn, config)
+        inconsistencies = check_consistency(conn, config)
+        days = daily_loss_days(conn, config)
     risk, spec = config.risk, config.account
     contracts = [e.contracts for e in executions]
     closed = [p for p in positions if p.status == "closed"]
@@ -79,6 +81,10 @@ def account_report(db: Database, config: AccountConfig) -> dict[str, Any]:
         "risk_pct_day": risk.risk_pct_day,
         "risk_pct_swing": risk.risk_pct_swing,
         "limit_violations": problems,
+        "inconsistencies": inconsistencies,
+        "max_daily_loss": float(risk.max_daily_loss),
+        "worst_day": min(days, key=lambda d: d["worst_pnl"]) if days else None,
+        "halted_days": [d for d in days if d["halted_at"]],
     }
 
 

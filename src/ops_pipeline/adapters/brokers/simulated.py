@@ -28,7 +28,7 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange_date
+from ops_pipeline.adapters.market_data.calendar import EXCHANGE_TZ, TradingCalendar, exchange_date
 from ops_pipeline.domain.values import CONTRACT_MULTIPLIER, ZERO, OccSymbol, OptionType, money
 from ops_pipeline.errors import OrderRejected, PositionNotFound
 from ops_pipeline.ports import (
@@ -44,7 +44,7 @@ from ops_pipeline.ports import (
 
 
 @dataclass
-class _Holding:
+class Holding:
     qty: int
     avg_price: Decimal
 
@@ -60,15 +60,25 @@ class Settlement:
 
 
 @dataclass
-class _Book:
+class Book:
+    """One account at the simulated exchange: cash (dollars), holdings, orders (resting ones too),
+    expiry settlements, and the order sequence. ``dirty`` names the orders changed since the book
+    was last saved (see ``paper_exchange.state``)."""
+
     account_number: str
     cash: Decimal
-    holdings: dict[str, _Holding] = field(default_factory=dict)
+    holdings: dict[str, Holding] = field(default_factory=dict)
     resting: dict[str, OrderRequest] = field(default_factory=dict)
     orders: dict[str, OrderResult] = field(default_factory=dict)
     by_client_id: dict[str, str] = field(default_factory=dict)
     settlements: list[Settlement] = field(default_factory=list)
     sequence: int = 0
+    dirty: set[str] = field(default_factory=set)
+
+    def record(self, order_id: str, order: OrderResult) -> None:
+        """Store (or replace) an order and mark it for saving."""
+        self.orders[order_id] = order
+        self.dirty.add(order_id)
 
 
 class SimulatedExchange:
@@ -78,12 +88,20 @@ class SimulatedExchange:
         self.market = market
         self.clock = clock
         self.calendar = calendar
-        self._books: dict[str, _Book] = {}
+        self._books: dict[str, Book] = {}
 
     def open_account(self, account_name: str, cash_usd: Decimal) -> None:
         """Create an account holding ``cash_usd`` dollars (no-op if it exists)."""
         if account_name not in self._books:
-            self._books[account_name] = _Book(account_number=f"SIM-{account_name.upper()}", cash=money(cash_usd))
+            self._books[account_name] = Book(account_number=f"SIM-{account_name.upper()}", cash=money(cash_usd))
+
+    def books(self) -> dict[str, Book]:
+        """Every account's book by account name (the paper exchange saves them)."""
+        return self._books
+
+    def restore(self, account_name: str, book: Book) -> None:
+        """Put back a saved book (a restarted paper exchange)."""
+        self._books[account_name] = book
 
     def broker_for(self, account_name: str) -> SimulatedBroker:
         """The ``Broker`` of one account.
@@ -94,33 +112,44 @@ class SimulatedExchange:
         return SimulatedBroker(self, account_name, self._books[account_name])
 
     def settle_expirations(self) -> list[tuple[str, Settlement]]:
-        """Settle every contract expiring on or before today at intrinsic value (call at the close)."""
+        """Settle, in every account, each contract whose expiration day has closed (call at the close)."""
         now = self.clock.now()
-        today = exchange_date(now)
+        return [(name, settlement) for name, book in self._books.items() for settlement in self.settle_book(book, now)]
+
+    def settle_book(self, book: Book, now: dt.datetime) -> list[Settlement]:
+        """Settle one account's contracts whose expiration day closed at or before ``now``: each at its
+        intrinsic value against the underlying's price at that close, paid in cash (a long option
+        exercised or expiring worthless). Called by every request on the account, so a served exchange
+        left running past an expiry settles it too."""
         settled = []
-        for name, book in self._books.items():
-            for key in [k for k, h in book.holdings.items() if OccSymbol.parse(k).expiration <= today]:
-                symbol, holding = OccSymbol.parse(key), book.holdings.pop(key)
-                spot = self.market.underlying_price(symbol.underlying, now) or ZERO
-                intrinsic = spot - symbol.strike if symbol.option_type is OptionType.CALL else symbol.strike - spot
-                price = money(max(intrinsic, ZERO))
-                book.cash += price * CONTRACT_MULTIPLIER * holding.qty
-                settlement = Settlement(symbol, holding.qty, price, now)
-                book.settlements.append(settlement)
-                settled.append((name, settlement))
+        for key in list(book.holdings):
+            symbol = OccSymbol.parse(key)
+            session = self.calendar.session(symbol.expiration)
+            close = session.close if session is not None else dt.datetime.combine(
+                symbol.expiration, dt.time(16), EXCHANGE_TZ)
+            if now < close:
+                continue
+            holding = book.holdings.pop(key)
+            spot = self.market.underlying_price(symbol.underlying, close) or ZERO
+            intrinsic = spot - symbol.strike if symbol.option_type is OptionType.CALL else symbol.strike - spot
+            price = money(max(intrinsic, ZERO))
+            book.cash += price * CONTRACT_MULTIPLIER * holding.qty
+            settlement = Settlement(symbol, holding.qty, price, close)
+            book.settlements.append(settlement)
+            settled.append(settlement)
         return settled
 
 
 class SimulatedBroker:
     """One account's view of the :class:`SimulatedExchange` (implements ``Broker``)."""
 
-    def __init__(self, exchange: SimulatedExchange, account_name: str, book: _Book) -> None:
+    def __init__(self, exchange: SimulatedExchange, account_name: str, book: Book) -> None:
         self._exchange = exchange
         self.account_name = account_name
         self._book = book
 
     # --- reads --------------------------------------------------------------------------------
-    def _mark(self, symbol: OccSymbol, holding: _Holding) -> Decimal:
+    def _mark(self, symbol: OccSymbol, holding: Holding) -> Decimal:
         quote = self._exchange.market.option_quote(symbol, self._exchange.clock.now())
         return quote.mid if quote is not None else holding.avg_price
 
@@ -129,14 +158,16 @@ class SimulatedBroker:
                     if r.side is OrderSide.BUY and r.limit_price is not None), ZERO)
 
     def _sweep(self) -> None:
-        """Fill resting limit orders that became marketable; expire those of an earlier session."""
+        """Settle expired contracts; fill resting limit orders that became marketable; expire those
+        of an earlier session."""
         now = self._exchange.clock.now()
+        self._exchange.settle_book(self._book, now)
         for order_id, request in list(self._book.resting.items()):
             placed = self._book.orders[order_id]
             session = self._exchange.calendar.session(exchange_date(placed.submitted_at))
             if session is None or now >= session.close:
                 del self._book.resting[order_id]
-                self._book.orders[order_id] = replace(placed, status=OrderStatus.EXPIRED)
+                self._book.record(order_id, replace(placed, status=OrderStatus.EXPIRED))
                 continue
             if not self._exchange.calendar.is_open(now):
                 continue
@@ -145,9 +176,9 @@ class SimulatedBroker:
             if price is not None:
                 del self._book.resting[order_id]
                 self._fill(request, price)
-                self._book.orders[order_id] = replace(
+                self._book.record(order_id, replace(
                     placed, status=OrderStatus.FILLED, filled_qty=request.qty, filled_avg_price=price, filled_at=now,
-                    quote_source=quote.source, quote_time=quote.quote_time, quote_snapshot=quote.snapshot)
+                    quote_source=quote.source, quote_time=quote.quote_time, quote_snapshot=quote.snapshot))
 
     @staticmethod
     def _marketable_price(request: OrderRequest, quote) -> Decimal | None:  # noqa: ANN001 - OptionQuote | None
@@ -167,7 +198,7 @@ class SimulatedBroker:
         if request.side is OrderSide.BUY:
             self._book.cash -= amount
             if held is None:
-                self._book.holdings[key] = _Holding(request.qty, price)
+                self._book.holdings[key] = Holding(request.qty, price)
             else:
                 total = held.qty + request.qty
                 held.avg_price = (held.avg_price * held.qty + price * request.qty) / total
@@ -259,7 +290,7 @@ class SimulatedBroker:
                 filled_avg_price=price, submitted_at=now, filled_at=now, quote_source=quote.source,
                 quote_time=quote.quote_time, quote_snapshot=quote.snapshot, limit_price=request.limit_price,
             )
-        self._book.orders[order_id] = result
+        self._book.record(order_id, result)
         self._book.by_client_id[request.client_order_id] = order_id
         return result
 

@@ -1,22 +1,48 @@
-"""Engine, migrations and the unit of work.
+"""Engine, migrations, the unit of work, and the per-account run lock.
 
-``Database(url)`` builds nothing at import. SQLite files run in WAL mode with
-``synchronous=NORMAL`` (one writer, many short transactions). PostgreSQL URLs may be given as
-``postgresql://…``; the psycopg 3 driver is selected. :meth:`Database.transaction` is the unit of
-work: it commits on success and rolls back on error; repositories never commit.
+``Database(url)`` builds nothing at import and checks the URL at once: only SQLite
+(``sqlite:///PATH``) and PostgreSQL (``postgresql://…``, driven by psycopg 3) are accepted; anything
+else is a :class:`~ops_pipeline.errors.DatabaseError` naming it.
+
+Transactions (:meth:`Database.transaction`, the unit of work) commit on success and roll back on
+error; repositories never commit. On SQLite a transaction starts with ``BEGIN IMMEDIATE``: it takes
+the write lock up front and waits for it (``busy_timeout``), so two processes writing one file
+queue instead of failing on a stale read snapshot. :meth:`Database.read` starts a plain deferred
+transaction for read-only work. SQLite files run in WAL mode with ``synchronous=NORMAL``.
+
+``read_only=True`` opens SQLite with ``mode=ro`` (the file must exist and is never created or
+changed) and PostgreSQL with ``default_transaction_read_only``: what ``report`` uses.
+
+:meth:`Database.account_lock` is held for the whole of one account's run (SPEC "One account, one
+run at a time"): a PostgreSQL advisory lock, or on SQLite an ``flock`` on a file beside the
+database; both are released by the operating system or the server when the process dies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from ops_pipeline.errors import DatabaseError, RunInProgress
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_SECS = 30.0
+LOCK_POLL_SECS = 0.1
+_MEMORY_LOCKS: dict[str, threading.Lock] = {}
+_MEMORY_LOCKS_GUARD = threading.Lock()
+SUPPORTED = "SQLite (sqlite:///PATH) or PostgreSQL (postgresql://user@host/dbname)"
 
 
 def normalize_url(url: str) -> str:
@@ -31,14 +57,70 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-class Database:
-    """One database: an engine, its migrations, transactions."""
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key for a PostgreSQL advisory lock on ``name``."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
-        self.url = normalize_url(url)
-        self.engine: Engine = create_engine(self.url, echo=echo, future=True)
+
+MIGRATION_LOCK = lock_key("ops-pipeline:migrations")
+"""Advisory lock key the migrations take, so two first runs on a new database do not race."""
+
+
+def parse_database_url(url: str) -> URL:
+    """Check ``url`` names a database ops-pipeline runs on.
+
+    Raises:
+        DatabaseError: not a URL, or not SQLite / PostgreSQL (the URL is named, password hidden).
+    """
+    try:
+        parsed = make_url(normalize_url(url))
+    except ArgumentError:
+        raise DatabaseError(f"not a database URL: {url!r}; expected {SUPPORTED}") from None
+    backend = parsed.get_backend_name()
+    if backend not in {"sqlite", "postgresql"}:
+        raise DatabaseError(f"unsupported database {backend!r} in {parsed.render_as_string(hide_password=True)}; "
+                            f"ops-pipeline runs on {SUPPORTED}")
+    if backend == "postgresql" and parsed.get_driver_name() != "psycopg":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+class Database:
+    """One database: an engine, its migrations, transactions, per-account locks.
+
+    Raises:
+        DatabaseError: the URL is malformed or unsupported; with ``read_only``, a SQLite file that
+            does not exist (it is not created); a SQLite file whose folder does not exist.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False, read_only: bool = False) -> None:
+        parsed = parse_database_url(url)
+        self.read_only = read_only
+        self.sqlite_path: Path | None = None
+        connect_args: dict[str, object] = {}
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:" and not database.startswith("file:"):
+                self.sqlite_path = Path(database)
+                if read_only and not self.sqlite_path.is_file():
+                    raise DatabaseError(f"no database at {self.sqlite_path}")
+                if not self.sqlite_path.parent.is_dir():
+                    raise DatabaseError(f"cannot create database {self.sqlite_path}: "
+                                        f"folder {self.sqlite_path.parent} does not exist")
+                if read_only:
+                    parsed = parsed.set(database=f"file:{self.sqlite_path.resolve()}?mode=ro", query={"uri": "true"})
+            connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_SECS
+        elif read_only:
+            connect_args["options"] = "-c default_transaction_read_only=on"
+        self.url = parsed.render_as_string(hide_password=False)
+        try:
+            self.engine: Engine = create_engine(parsed, echo=echo, connect_args=connect_args)
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise DatabaseError(f"cannot use {self.redacted_url()}: {exc}") from None
         if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", self._sqlite_connect)
+            event.listen(self.engine, "begin", self._sqlite_begin)
+        self._reader = self.engine.execution_options(ops_read_only=True)
 
     @property
     def dialect(self) -> str:
@@ -46,7 +128,20 @@ class Database:
 
     def redacted_url(self) -> str:
         """The URL with any password hidden (for logs and reports)."""
-        return self.engine.url.render_as_string(hide_password=True)
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def check(self) -> None:
+        """Open a connection once, so a bad path, a refused connection or a wrong password fails here.
+
+        Raises:
+            DatabaseError: naming the database and the driver's one-line reason.
+        """
+        try:
+            with self.read() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise DatabaseError(f"cannot open {self.redacted_url()}: {reason}") from None
 
     def alembic_config(self) -> Config:
         cfg = Config()
@@ -55,25 +150,123 @@ class Database:
         return cfg
 
     def upgrade(self) -> None:
-        """Apply every migration (``alembic upgrade head``)."""
-        command.upgrade(self.alembic_config(), "head")
+        """Apply every migration (``alembic upgrade head``) under the migration lock.
+
+        Raises:
+            DatabaseError: the database cannot be opened or written (read-only, refused…).
+        """
+        if self.read_only:
+            raise DatabaseError(f"{self.redacted_url()} is opened read-only; it cannot be migrated")
+        try:
+            command.upgrade(self.alembic_config(), "head")
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise DatabaseError(f"cannot migrate {self.redacted_url()}: {reason}") from None
 
     def downgrade_to_base(self) -> None:
         command.downgrade(self.alembic_config(), "base")
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A connection inside one transaction, committed when the block ends without error."""
+        """A connection inside one transaction, committed when the block ends without error
+        (``BEGIN IMMEDIATE`` on SQLite: the write lock is taken first)."""
         with self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection inside one read-only-intended transaction (deferred on SQLite)."""
+        with self._reader.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def account_lock(self, account_name: str, *, wait_secs: float = 5.0,
+                     monotonic: Callable[[], float] = time.monotonic,
+                     sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
+        """Hold the run lock of one account for the block; other accounts are not affected.
+
+        Waits up to ``wait_secs`` seconds for a run of the same account to finish.
+
+        Raises:
+            RunInProgress: the lock is still held by another run after ``wait_secs``.
+        """
+        name = f"ops-pipeline:account:{account_name}"
+        deadline = monotonic() + wait_secs
+        if self.dialect == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                key = lock_key(name)
+                while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar_one():
+                    if monotonic() >= deadline:
+                        raise RunInProgress(f"another run of account {account_name} is in progress "
+                                            f"(waited {wait_secs:g}s for it)")
+                    sleep(LOCK_POLL_SECS)
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            return
+        if self.sqlite_path is None:  # in-memory: a lock within this process
+            with _MEMORY_LOCKS_GUARD:
+                lock = _MEMORY_LOCKS.setdefault(f"{id(self)}:{name}", threading.Lock())
+            if not lock.acquire(timeout=wait_secs):
+                raise RunInProgress(f"another run of account {account_name} is in progress")
+            try:
+                yield
+            finally:
+                lock.release()
+            return
+        folder = self.sqlite_path.with_name(self.sqlite_path.name + "-locks")
+        folder.mkdir(exist_ok=True)
+        fd = os.open(folder / f"{account_name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if monotonic() >= deadline:
+                        raise RunInProgress(f"another run of account {account_name} is in progress "
+                                            f"(waited {wait_secs:g}s for it)") from None
+                    sleep(LOCK_POLL_SECS)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def _sqlite_connect(self, dbapi_conn, _record) -> None:  # noqa: ANN001 (DBAPI connection)
+        dbapi_conn.isolation_level = None  # transactions are begun by _sqlite_begin
+        cursor = dbapi_conn.cursor()
+        if not self.read_only:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECS * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 (DBAPI connection)
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+    def _sqlite_begin(self, conn: Connection) -> None:
+        """SQLAlchemy's recipe for SQLite transactions, taking the write lock up front unless read-only."""
+        read_only = self.read_only or conn.get_execution_options().get("ops_read_only")
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def replace_sqlite_file(built: Path, target: Path) -> None:
+    """Move a finished SQLite database ``built`` over ``target`` atomically (same folder).
+
+    ``built`` is checkpointed and switched out of WAL first, so the file moved is complete on its
+    own; ``target``'s old ``-wal``/``-shm`` files are removed so they can never be replayed onto it.
+    Nobody may have either database open.
+    """
+    import sqlite3
+
+    with sqlite3.connect(built) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+    conn.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    os.replace(built, target)

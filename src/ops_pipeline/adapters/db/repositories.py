@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, exists, func, literal_column, or_, select, update
+from sqlalchemy import Connection, exists, func, literal_column, or_, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.types import NullType
 
 from ops_pipeline.adapters.db.scope import AccountScope
 from ops_pipeline.adapters.db.tables import (
@@ -23,23 +24,31 @@ from ops_pipeline.adapters.db.tables import (
     active_positions,
     ai_option_trades,
     config_versions,
+    daily_loss_halts,
     dispatch_decisions,
     dispatch_executions,
     dispatch_runs,
     recommendations,
     trading_accounts,
 )
+from ops_pipeline.domain.gates import DailyLossHalt
 from ops_pipeline.domain.market import Recommendation
-from ops_pipeline.domain.values import Action, StrategyType, to_decimal
+from ops_pipeline.domain.recommendations import InvalidRecommendation, parse_recommendation
+from ops_pipeline.domain.values import to_decimal
 
-# Execution statuses: written before the order is sent, then resolved from the broker's answer.
+# Execution statuses. ``pending_submit`` is written before the order is sent; the broker's answer
+# (or a later lookup by client_order_id) moves it on. Unsettled: the outcome is not final yet.
 PENDING_SUBMIT = "pending_submit"
+UNSETTLED_EXECUTION_STATUSES = (PENDING_SUBMIT, "new", "accepted", "partially_filled")
 FILLED = "filled"
-ACCEPTED = "accepted"
 REJECTED = "rejected"
-FAILED = "failed"
-LIVE_EXECUTION_STATUSES = (PENDING_SUBMIT, ACCEPTED, FILLED)
+EXPIRED = "expired"
+"""Never filled: the broker let it expire or cancelled it, or it never reached the broker and
+the recommendation was too old to send it again."""
+LIVE_EXECUTION_STATUSES = (*UNSETTLED_EXECUTION_STATUSES, FILLED)
 OPEN_POSITION_STATUSES = ("open", "closing")
+RECOMMENDATION_COLUMNS = ("id", "ticker", "action", "strategy_type", "confidence", "volume_ratio", "underlying_price",
+                          "bar_ts", "feature_ts", "created_at")
 CLAIM_HORIZON = dt.timedelta(hours=24)
 """Recommendations older than this are not looked at: a run scans a day of rows, not the whole
 table. One this account never saw (it was not running) stays without a decision for it."""
@@ -53,19 +62,10 @@ def insert_ignore(conn: Connection, table, values: dict[str, Any], conflict: Seq
     return conn.execute(stmt.returning(literal_column("1"))).first() is not None
 
 
-def _recommendation(row: Any) -> Recommendation:
-    return Recommendation(
-        id=row.id,
-        ticker=row.ticker,
-        action=Action(row.action),
-        strategy_type=StrategyType(row.strategy_type),
-        confidence=float(row.confidence),
-        volume_ratio=float(row.volume_ratio),
-        bar_time=row.bar_ts,
-        feature_time=row.feature_ts,
-        created_at=row.created_at,
-        underlying_price=to_decimal(row.underlying_price or 0),
-    )
+def _raw(column: Any) -> Any:  # noqa: ANN401 - a SQL expression
+    """The column without SQLAlchemy's result processing: a row written by another service with a
+    value its type cannot parse must reach validation, not raise inside the query."""
+    return type_coerce(column, NullType()).label(column.name)
 
 
 class SharedRepository:
@@ -135,14 +135,29 @@ class AccountRepository:
         self.account_name = account_name
 
     # --- runs ---------------------------------------------------------------------------------
-    def start_run(self, run_id: str, kind: str, now: dt.datetime) -> str:
+    def start_run(self, run_id: str, kind: str, now: dt.datetime, pid: int | None = None) -> str:
         """Record a run's start; returns its id (suffixed ``-2``, ``-3``… if one started the same second)."""
         for n in range(1, 100):
             candidate = run_id if n == 1 else f"{run_id}-{n}"
             if insert_ignore(self.conn, dispatch_runs, {"run_id": candidate, "account_name": self.account_name, "kind": kind,
-                                                        "started_at": now, "status": "running"}, ("run_id",)):
+                                                        "started_at": now, "status": "running", "pid": pid}, ("run_id",)):
                 return candidate
         raise RuntimeError(f"more than 99 runs of {run_id} in one second")
+
+    def abandon_running_runs(self, now: dt.datetime) -> list[Any]:
+        """Mark this account's runs still ``running`` as ``abandoned`` and release their claims.
+
+        Only called while holding the account's run lock: a run left ``running`` then belongs to a
+        process that died (SPEC: one account, one run at a time). Returns the abandoned runs.
+        """
+        r = dispatch_runs
+        running = self.conn.execute(self.scope.select(r).where(r.c.status == "running").order_by(r.c.started_at)).all()
+        if running:
+            ids = [row.run_id for row in running]
+            self.conn.execute(self.scope.update(r).where(r.c.run_id.in_(ids)).values(
+                status="abandoned", finished_at=now, error="the process running it died; its claims were released"))
+            self.release_claims(ids)
+        return running
 
     def finish_run(self, run_id: str, now: dt.datetime, status: str, summary: dict[str, Any], error: str | None = None) -> None:
         self.conn.execute(
@@ -159,31 +174,51 @@ class AccountRepository:
         """Decide every undecided recommendation created before ``cutoff`` (within the
         :data:`CLAIM_HORIZON`) as stale, in one go."""
         rows = self.conn.execute(
-            select(recommendations.c.id, recommendations.c.created_at)
+            select(recommendations.c.id, _raw(recommendations.c.created_at))
             .where(recommendations.c.created_at >= now - CLAIM_HORIZON, recommendations.c.created_at < cutoff,
                    self._undecided())
             .order_by(recommendations.c.id)
         ).all()
         for row in rows:
-            age = (now - row.created_at).total_seconds() / 60
+            try:
+                age = f"{(now - _aware(row.created_at)).total_seconds() / 60:.1f}min"
+            except (TypeError, ValueError):
+                age = f"{row.created_at!r}"
             insert_ignore(self.conn, dispatch_decisions, {
                 "recommendation_id": row.id, "account_name": self.account_name, "run_id": run_id,
                 "status": REJECTED, "reason_code": "recommendation_stale",
-                "reason_detail": f"age={age:.1f}min {detail}", "claimed_at": now, "decided_at": now,
+                "reason_detail": f"age={age} {detail}", "claimed_at": now, "decided_at": now,
             }, ("recommendation_id", "account_name"))
         return len(rows)
 
-    def claim(self, *, run_id: str, now: dt.datetime, limit: int, ttl: dt.timedelta) -> list[Recommendation]:
-        """Claim up to ``limit`` recommendations for this account, oldest first.
+    def _without_execution(self):  # noqa: ANN202 - a SQL expression
+        e = dispatch_executions
+        return ~exists(select(e.c.id).where(e.c.recommendation_id == dispatch_decisions.c.recommendation_id,
+                                            self.scope.owns(e)))
+
+    def release_claims(self, run_ids: Sequence[str]) -> int:
+        """Give back the ``processing`` claims of ``run_ids`` that never became an order: the next
+        run claims them again at once. A claim with an execution stays: its order is settled by
+        client_order_id, never decided twice."""
+        d = dispatch_decisions
+        return self.conn.execute(
+            self.scope.delete(d).where(d.c.run_id.in_(list(run_ids)), d.c.status == "processing", self._without_execution())
+        ).rowcount
+
+    def claim(self, *, run_id: str, now: dt.datetime, limit: int,
+              ttl: dt.timedelta) -> list[Recommendation | InvalidRecommendation]:
+        """Claim up to ``limit`` recommendations for this account, oldest first, each validated
+        (:func:`~ops_pipeline.domain.recommendations.parse_recommendation`): a bad row comes back
+        as an :class:`InvalidRecommendation` for the caller to decide, never as an exception.
 
         A recommendation is claimable when this account has no decision on it, or its claim is
-        still ``processing`` and older than ``ttl`` (a run that died). Claims are per account:
-        another account's decision never hides a recommendation from this one.
+        still ``processing``, older than ``ttl`` and without an order (a run that hung). Claims are
+        per account: another account's decision never hides a recommendation from this one.
         """
         d = dispatch_decisions
         stuck = list(self.conn.execute(
             self.scope.select(d, d.c.recommendation_id)
-            .where(d.c.status == "processing", d.c.claimed_at < now - ttl)
+            .where(d.c.status == "processing", d.c.claimed_at < now - ttl, self._without_execution())
             .order_by(d.c.recommendation_id).limit(limit)
         ).scalars())
         if stuck:
@@ -207,11 +242,17 @@ class AccountRepository:
                 claimed.append(rec_id)
         if not claimed:
             return []
+        rc = recommendations.c
         rows = self.conn.execute(
-            select(recommendations).where(recommendations.c.id.in_(claimed))
-            .order_by(recommendations.c.created_at, recommendations.c.id)
-        ).all()
-        return [_recommendation(r) for r in rows]
+            select(*(_raw(rc[name]) for name in RECOMMENDATION_COLUMNS)).where(rc.id.in_(claimed)).order_by(rc.id)
+        ).mappings().all()
+        parsed = [parse_recommendation(r) for r in rows]
+        return sorted(parsed, key=lambda p: (p.created_at, p.id) if isinstance(p, Recommendation) else (now, p.id or 0))
+
+    def recommendation_created_at(self, recommendation_id: int) -> dt.datetime | None:
+        """When a recommendation was written (only asked of recommendations that passed validation)."""
+        return self.conn.execute(
+            select(recommendations.c.created_at).where(recommendations.c.id == recommendation_id)).scalar()
 
     def decide(self, recommendation_id: int, *, now: dt.datetime, status: str, reason_code: str | None = None,
                detail: str | None = None, option_symbol: str | None = None,
@@ -228,13 +269,19 @@ class AccountRepository:
         """Write an execution (status ``pending_submit``) before its order is sent; returns its id."""
         return self.conn.execute(self.scope.insert(dispatch_executions).values(**values).returning(dispatch_executions.c.id)).scalar_one()
 
+    def execution(self, execution_id: int) -> Any:
+        e = dispatch_executions
+        return self.conn.execute(self.scope.select(e).where(e.c.id == execution_id)).one()
+
     def update_execution(self, execution_id: int, **values: Any) -> None:
         self.conn.execute(self.scope.update(dispatch_executions).where(dispatch_executions.c.id == execution_id).values(**values))
 
-    def pending_executions(self) -> list[Any]:
-        """Executions whose order outcome is unknown (written, not yet answered)."""
+    def unsettled_executions(self) -> list[Any]:
+        """Executions whose order outcome is not final: written but unanswered (``pending_submit``),
+        or sent and not yet filled, cancelled or expired at the broker."""
         e = dispatch_executions
-        return self.conn.execute(self.scope.select(e).where(e.c.status == PENDING_SUBMIT).order_by(e.c.id)).all()
+        return self.conn.execute(
+            self.scope.select(e).where(e.c.status.in_(UNSETTLED_EXECUTION_STATUSES)).order_by(e.c.id)).all()
 
     def exposure(self) -> ExposureState:
         """Open and closing positions plus live orders without a position yet."""
@@ -288,6 +335,13 @@ class AccountRepository:
         p = active_positions
         return self.conn.execute(self.scope.select(p).where(p.c.status.in_(OPEN_POSITION_STATUSES)).order_by(p.c.id)).all()
 
+    def closing_positions(self) -> list[Any]:
+        """Positions whose close order was sent (or was about to be) and not yet recorded as filled."""
+        p = active_positions
+        return self.conn.execute(
+            self.scope.select(p).where(p.c.status == "closing", p.c.close_client_order_id.is_not(None)).order_by(p.c.id)
+        ).all()
+
     def update_position(self, position_id: int, **values: Any) -> None:
         self.conn.execute(self.scope.update(active_positions).where(active_positions.c.id == position_id).values(**values))
 
@@ -297,6 +351,29 @@ class AccountRepository:
     def snapshot_equity(self, values: dict[str, Any]) -> None:
         insert_ignore(self.conn, account_equity_snapshots, {**values, "account_name": self.account_name},
                       ("account_name", "taken_at"))
+
+    # --- the daily loss latch -------------------------------------------------------------------
+    def daily_loss_halt(self, trading_date: dt.date) -> DailyLossHalt | None:
+        """This account's latch for ``trading_date`` (exchange date), if set."""
+        h = daily_loss_halts
+        row = self.conn.execute(self.scope.select(h).where(h.c.trading_date == trading_date)).first()
+        return None if row is None else DailyLossHalt(row.halted_at, row.day_pnl, row.realized_pnl, row.max_daily_loss)
+
+    def record_daily_loss_halt(self, *, trading_date: dt.date, halt: DailyLossHalt, unrealized_usd: Decimal,
+                               action: str, run_id: str) -> DailyLossHalt:
+        """Set the latch for ``trading_date`` unless it is set already; returns the latch in force."""
+        insert_ignore(self.conn, daily_loss_halts, {
+            "account_name": self.account_name, "trading_date": trading_date, "halted_at": halt.halted_at,
+            "day_pnl": halt.day_pnl_usd, "realized_pnl": halt.realized_pnl_usd, "unrealized_pnl": unrealized_usd,
+            "max_daily_loss": halt.max_daily_loss_usd, "action": action, "run_id": run_id,
+        }, ("account_name", "trading_date"))
+        stored = self.daily_loss_halt(trading_date)
+        assert stored is not None
+        return stored
+
+    def daily_loss_halts(self) -> list[Any]:
+        h = daily_loss_halts
+        return self.conn.execute(self.scope.select(h).order_by(h.c.trading_date)).all()
 
     # --- read side (reports) ------------------------------------------------------------------
     def executions(self) -> list[Any]:

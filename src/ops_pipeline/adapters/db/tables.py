@@ -122,6 +122,8 @@ dispatch_runs = Table(
     Column("status", String(20), nullable=False),
     Column("summary", JSON),
     Column("error", Text),
+    Column("pid", Integer),
+    Index(None, "account_name", "status"),
 )
 
 dispatch_decisions = Table(
@@ -140,6 +142,7 @@ dispatch_decisions = Table(
     Column("claimed_at", UTCDateTime(), nullable=False),
     Column("decided_at", UTCDateTime()),
     UniqueConstraint("recommendation_id", "account_name"),
+    Index(None, "account_name", "status"),
 )
 
 dispatch_executions = Table(
@@ -169,7 +172,9 @@ dispatch_executions = Table(
     Column("quote_snapshot", String(64)),
     Column("filled_at", UTCDateTime()),
     Column("error", Text),
+    Column("submit_attempts", Integer, nullable=False, server_default="1"),
     Index(None, "account_name", "simulated_ts"),
+    Index(None, "account_name", "status"),
 )
 
 active_positions = Table(
@@ -243,6 +248,24 @@ account_equity_snapshots = Table(
     Column("realized_pnl_today", Dollars, nullable=False),
     UniqueConstraint("account_name", "taken_at"),
 )
+
+daily_loss_halts = Table(
+    "daily_loss_halts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_name", String(50), nullable=False, index=True),
+    Column("trading_date", Date, nullable=False),
+    Column("halted_at", UTCDateTime(), nullable=False),
+    Column("day_pnl", Dollars, nullable=False),
+    Column("realized_pnl", Dollars, nullable=False),
+    Column("unrealized_pnl", Dollars, nullable=False),
+    Column("max_daily_loss", Dollars, nullable=False),
+    Column("action", String(12), nullable=False),
+    Column("run_id", String(100), nullable=False),
+    UniqueConstraint("account_name", "trading_date"),
+)
+"""The daily loss latch (SPEC "The dispatcher"): one row per account and exchange date on which
+the day's loss reached ``max_daily_loss``; no entry that day after ``halted_at``."""
 
 config_versions = Table(
     "config_versions",

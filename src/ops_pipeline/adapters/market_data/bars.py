@@ -43,6 +43,9 @@ class BarQuality:
     lot_bars_scaled: int = 0
     lot_segments: list[tuple[str, str]] = field(default_factory=list)
     partial_days: list[str] = field(default_factory=list)
+    first_date: dt.date | None = None
+    """Exchange date of the file's first bar kept (None: no bar)."""
+    last_date: dt.date | None = None
 
 
 @dataclass

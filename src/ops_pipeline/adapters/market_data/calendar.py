@@ -10,11 +10,11 @@ import bisect
 import datetime as dt
 from dataclasses import dataclass
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
 import exchange_calendars as xcals
 
-EXCHANGE_TZ = ZoneInfo("America/New_York")
+from ops_pipeline.domain.values import EXCHANGE_TZ
+
 UTC = dt.UTC
 
 

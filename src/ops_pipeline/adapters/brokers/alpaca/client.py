@@ -42,7 +42,14 @@ from requests.adapters import HTTPAdapter
 
 from ops_pipeline.config.secrets import mask
 from ops_pipeline.domain.values import OccSymbol, to_decimal
-from ops_pipeline.errors import BrokerError, BrokerTemporaryError, ConfigError, OrderRejected, PositionNotFound
+from ops_pipeline.errors import (
+    BrokerError,
+    BrokerTemporaryError,
+    ConfigError,
+    MarketDataError,
+    OrderRejected,
+    PositionNotFound,
+)
 from ops_pipeline.ports import BrokerAccount, BrokerPosition, OrderRequest, OrderResult, OrderSide, OrderStatus
 
 LIVE_HOSTS = frozenset({"api.alpaca.markets"})
@@ -119,6 +126,47 @@ def check_paper(api_key: str, base_url: str | None) -> None:
                           "live keys are refused")
 
 
+def call_alpaca(fn: Callable[[], T], *, limiter: RateLimiter, sleep: Callable[[float], None],
+                temporary: type[Exception], refused: type[Exception], what: str, none_on_404: bool = False,
+                attempts: int = 5) -> T | None:
+    """One read through alpaca-py under the rate limit, its failures translated.
+
+    A 429 waits (``Retry-After`` or one second, through ``sleep``) and reads again, up to
+    ``attempts`` times; 404 is ``None`` when ``none_on_404``; 5xx, timeouts and network failures
+    raise ``temporary``; other refusals (401, 403, 422…) raise ``refused``. Messages name ``what``
+    and the status, never the credentials.
+    """
+    for _ in range(attempts):
+        limiter.acquire()
+        try:
+            return fn()
+        except APIError as exc:
+            status = _status(exc)
+            if status == 429:
+                sleep(retry_after(exc))
+                continue
+            if status == 404 and none_on_404:
+                return None
+            if status is None or status >= 500:
+                raise temporary(f"{what}: HTTP {status}: {_message(exc)}") from exc
+            raise refused(f"{what}: refused, HTTP {status}: {_message(exc)}") from exc
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise temporary(f"{what}: unreachable ({type(exc).__name__})") from exc
+        except (ValueError, KeyError, TypeError) as exc:  # an answer alpaca-py cannot parse
+            raise temporary(f"{what}: malformed answer ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    raise temporary(f"{what}: rate limited {attempts} times in a row")
+
+
+def retry_after(exc: APIError) -> float:
+    """Seconds a 429 asks to wait (``Retry-After``), else one."""
+    response = exc.response
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return min(60.0, max(0.0, float(value))) if value else 1.0
+    except ValueError:
+        return 1.0
+
+
 def _status(exc: APIError) -> int | None:
     try:
         return exc.status_code
@@ -144,35 +192,11 @@ class AlpacaBroker:
         self._sleep = sleep
 
     # --- plumbing -----------------------------------------------------------------------------
-    def _call(self, fn: Callable[[], T], *, none_on_404: bool = False) -> T | None:
-        """One read under the rate limit. A 429 waits and reads again; 404 is ``None`` when allowed;
-        5xx and network failures are :class:`BrokerTemporaryError`; other refusals :class:`BrokerError`."""
-        for _ in range(5):
-            self._limiter.acquire()
-            try:
-                return fn()
-            except APIError as exc:
-                status = _status(exc)
-                if status == 429:
-                    self._sleep(self._retry_after(exc))
-                    continue
-                if status == 404 and none_on_404:
-                    return None
-                if status is None or status >= 500:
-                    raise BrokerTemporaryError(f"broker error HTTP {status}: {_message(exc)}") from exc
-                raise BrokerError(f"broker refused HTTP {status}: {_message(exc)}") from exc
-            except (requests.Timeout, requests.ConnectionError) as exc:
-                raise BrokerTemporaryError(f"broker unreachable: {type(exc).__name__}") from exc
-        raise BrokerTemporaryError("rate limited five times in a row")
-
-    @staticmethod
-    def _retry_after(exc: APIError) -> float:
-        response = exc.response
-        value = response.headers.get("Retry-After") if response is not None else None
-        try:
-            return max(0.0, float(value)) if value else 1.0
-        except ValueError:
-            return 1.0
+    def _call(self, fn: Callable[[], T], *, none_on_404: bool = False, what: str = "broker") -> T | None:
+        """One read: 5xx and network failures are :class:`BrokerTemporaryError`, other refusals
+        :class:`BrokerError` (see :func:`call_alpaca`)."""
+        return call_alpaca(fn, limiter=self._limiter, sleep=self._sleep, temporary=BrokerTemporaryError,
+                           refused=BrokerError, what=what, none_on_404=none_on_404)
 
     # --- reads --------------------------------------------------------------------------------
     def get_account(self) -> BrokerAccount:
@@ -187,8 +211,14 @@ class AlpacaBroker:
         return int(self._call(self._client.get_account).options_trading_level or 0)
 
     def market_time(self) -> dt.datetime:
-        """The broker's clock (``/v2/clock``): market time, aware UTC."""
-        return self._call(self._client.get_clock).timestamp.astimezone(dt.UTC)
+        """The broker's clock (``/v2/clock``): market time, aware UTC.
+
+        Raises:
+            MarketDataError: the clock cannot be read (5xx, timeout, refused).
+        """
+        clock = call_alpaca(self._client.get_clock, limiter=self._limiter, sleep=self._sleep,
+                            temporary=MarketDataError, refused=MarketDataError, what="market clock (/v2/clock)")
+        return clock.timestamp.astimezone(dt.UTC)
 
     def get_positions(self) -> list[BrokerPosition]:
         positions = []
@@ -220,7 +250,7 @@ class AlpacaBroker:
             except APIError as exc:
                 status, message = _status(exc), _message(exc)
                 if status == 429:
-                    self._sleep(self._retry_after(exc))
+                    self._sleep(retry_after(exc))
                     found = self.get_order_by_client_id(request.client_order_id)
                     if found is not None:
                         return found

@@ -8,13 +8,19 @@
 
 Quotes are ``real`` (they are the market's), timed by the quote's own timestamp. The ``now`` the
 port passes in is only used for the DTE window: Alpaca answers with the latest data.
+
+Every request has a timeout and goes through the per-key rate limiter; a 429 waits (``Retry-After``)
+and asks again; any other failure — a 5xx, a timeout, a refusal, an answer that cannot be parsed —
+is a :class:`~ops_pipeline.errors.MarketDataError`, which ends the run cleanly.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from alpaca.data.historical.option import OptionHistoricalDataClient
 from alpaca.data.historical.stock import StockHistoricalDataClient
@@ -23,28 +29,39 @@ from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import ContractType
 from alpaca.trading.requests import GetOptionContractsRequest
 
-from ops_pipeline.adapters.brokers.alpaca.client import RateLimiter, check_paper, harden, limiter_for
+from ops_pipeline.adapters.brokers.alpaca.client import RateLimiter, call_alpaca, check_paper, harden, limiter_for
 from ops_pipeline.adapters.market_data.calendar import exchange_date
 from ops_pipeline.domain.market import OptionQuote, QuoteSource
 from ops_pipeline.domain.values import OccSymbol, OptionType, to_decimal
+from ops_pipeline.errors import MarketDataError
 
 SNAPSHOT_BATCH = 100
+MAX_CONTRACT_PAGES = 50
+"""A broker that keeps answering with a next page is refused after this many (50,000 contracts)."""
+T = TypeVar("T")
 
 
 class AlpacaMarketData:
     """Underlying prices, option chains and option quotes from Alpaca."""
 
     def __init__(self, api_key: str, api_secret: str, *, trading_url: str | None = None, data_url: str | None = None,
-                 timeout_secs: float = 10.0, limiter: RateLimiter | None = None) -> None:
+                 timeout_secs: float = 10.0, limiter: RateLimiter | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         check_paper(api_key, trading_url)
         self._trading = harden(TradingClient(api_key, api_secret, paper=True, url_override=trading_url), timeout_secs)
         self._options = harden(OptionHistoricalDataClient(api_key, api_secret, url_override=data_url), timeout_secs)
         self._stocks = harden(StockHistoricalDataClient(api_key, api_secret, url_override=data_url), timeout_secs)
         self._limiter = limiter or limiter_for(api_key)
+        self._sleep = sleep
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        """A market-data read; every failure is a :class:`MarketDataError` naming ``what``."""
+        return call_alpaca(fn, limiter=self._limiter, sleep=self._sleep, temporary=MarketDataError,
+                           refused=MarketDataError, what=what)
 
     def underlying_price(self, ticker: str, now: dt.datetime) -> Decimal | None:
-        self._limiter.acquire()
-        trades = self._stocks.get_stock_latest_trade(StockLatestTradeRequest(symbol_or_symbols=ticker))
+        trades = self._call(lambda: self._stocks.get_stock_latest_trade(StockLatestTradeRequest(symbol_or_symbols=ticker)),
+                            f"latest trade of {ticker}")
         trade = trades.get(ticker)
         return None if trade is None else to_decimal(trade.price)
 
@@ -53,16 +70,18 @@ class AlpacaMarketData:
         today = exchange_date(now)
         contracts: dict[str, Any] = {}
         token = None
-        while True:
-            self._limiter.acquire()
-            page = self._trading.get_option_contracts(GetOptionContractsRequest(
+        for _ in range(MAX_CONTRACT_PAGES):
+            request = GetOptionContractsRequest(
                 underlying_symbols=[ticker], type=ContractType(option_type.value), limit=1000, page_token=token,
                 expiration_date_gte=today + dt.timedelta(days=min_dte),
-                expiration_date_lte=today + dt.timedelta(days=max_dte)))
+                expiration_date_lte=today + dt.timedelta(days=max_dte))
+            page = self._call(lambda r=request: self._trading.get_option_contracts(r), f"option contracts of {ticker}")
             contracts.update({c.symbol: c for c in page.option_contracts or []})
-            token = page.next_page_token
-            if not token:
+            if not page.next_page_token or page.next_page_token == token:
                 break
+            token = page.next_page_token
+        else:
+            raise MarketDataError(f"option contracts of {ticker}: more than {MAX_CONTRACT_PAGES} pages")
         symbols = sorted(contracts)
         spot = self.underlying_price(ticker, now) if symbols else None
         quotes = []
@@ -81,8 +100,8 @@ class AlpacaMarketData:
     def _snapshots(self, symbols: list[str]) -> dict[str, Any]:
         if not symbols:
             return {}
-        self._limiter.acquire()
-        return self._options.get_option_snapshot(OptionSnapshotRequest(symbol_or_symbols=symbols))
+        return self._call(lambda: self._options.get_option_snapshot(OptionSnapshotRequest(symbol_or_symbols=symbols)),
+                          f"option snapshots ({len(symbols)} contracts)")
 
     @staticmethod
     def _quote(symbol: str, snap: Any, spot: Decimal | None, open_interest: int | None) -> OptionQuote | None:
@@ -100,7 +119,11 @@ class AlpacaMarketData:
 
 
 class BrokerClock:
-    """The time of the broker (``/v2/clock``): real time at Alpaca, market time at a paper exchange."""
+    """The time of the broker (``/v2/clock``): real time at Alpaca, market time at a paper exchange.
+
+    Raises (from ``now``):
+        MarketDataError: the clock cannot be read.
+    """
 
     def __init__(self, broker: Any) -> None:
         self._broker = broker

@@ -25,6 +25,7 @@ ERRORS: dict[str, tuple[int, int]] = {
     "no_bid": (422, 42210000),
     "no_quote": (422, 42210000),
     "invalid_qty": (422, 40010001),
+    "invalid_request": (422, 40010001),
     "position_not_found": (404, 40410000),
     "order_not_found": (404, 40410000),
     "unauthorized": (401, 40110000),

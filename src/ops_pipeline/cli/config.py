@@ -1,28 +1,35 @@
-"""``ops-pipeline config …``: show, check, validate, diff, set, push, history (thin over config/)."""
+"""``ops-pipeline config …``: show, check, validate, diff, set, push, history (thin over config/).
+
+``config set`` never writes the configuration shipped inside the package: without ``--config-dir``
+it writes the user configuration folder (``~/.config/ops-pipeline``; created from the shipped
+defaults the first time), which is then read by every command.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from ops_pipeline.adapters.db.database import Database, sqlite_url
 from ops_pipeline.adapters.db.repositories import SharedRepository
+from ops_pipeline.cli.common import console, open_database, work_dir
 from ops_pipeline.config.loader import (
     TIER_DEFAULTS_LABEL,
     ConfigSource,
-    boto3_client,
     StoreSettings,
+    boto3_client,
+    default_config_dir,
     find_parameter,
     load_accounts,
     load_credentials,
     parse_parameter,
     parse_tier,
     risk_config_for,
+    user_config_dir,
 )
 from ops_pipeline.config.models import AccountSpec, RiskConfig, merge_risk_config
 from ops_pipeline.config.secrets import AwsSecretStore
@@ -31,8 +38,7 @@ from ops_pipeline.config.watcher import risk_diff
 from ops_pipeline.domain.values import Tier
 from ops_pipeline.errors import ConfigError
 
-app = typer.Typer(no_args_is_help=True, help="Configuration: parameters, credentials, history.")
-console = Console(soft_wrap=True)  # error lines stay whole: they get copied and searched
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Configuration: parameters, credentials, history.")
 
 TierOption = Annotated[str, typer.Option("--tier", envvar="ACCOUNT_TIER", help="tiny, small, medium or large.")]
 ConfigDir = Annotated[Path | None, typer.Option("--config-dir", envvar="OPS_PIPELINE_CONFIG_DIR",
@@ -44,9 +50,10 @@ def _source(config_dir: Path | None) -> ConfigSource:
 
 
 def _fail(problems: list[str], title: str) -> typer.Exit:
-    console.print(f"[red]{title}[/]")
+    """Every problem on its own whole line (they get copied and searched), exit 1."""
+    console.print(title, style="red", markup=False, soft_wrap=True)
     for problem in problems:
-        console.print(f"  - {problem}", markup=False)
+        console.print(f"  - {problem}", markup=False, soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -93,11 +100,11 @@ def show(tier: TierOption, account: Annotated[str | None, typer.Option("--accoun
         return
     table = Table(title=f"{t.value}{' / ' + spec.name if spec else ''}: parameters from {label}", title_justify="left")
     for col in ("key", "value", "source"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for key, value in values.items():
         table.add_row(key, json.dumps(value), sources[key])
     console.print(table)
-    console.print(f"credentials: {secret}", markup=False)
+    console.print(f"credentials: {secret}", markup=False, soft_wrap=True)
 
 
 @app.command("check")
@@ -126,7 +133,7 @@ def check(tier: TierOption, account: Annotated[str | None, typer.Option("--accou
     assert risk is not None
     console.print(f"ok: tier {t.value}, account {spec.name}, parameters from {label}, "
                   f"credentials {credentials.describe()} from {secret_label}, mode {source.execution_mode.value}",
-                  markup=False)
+                  markup=False, soft_wrap=True)
 
 
 def _read_file_parameter(path: Path) -> dict[str, Any]:
@@ -146,7 +153,7 @@ def validate(file: Path, tier: Annotated[str | None, typer.Option("--tier", envv
         merge_risk_config(t, params, source=str(file))
     except ConfigError as exc:
         raise _fail(exc.problems, f"{file} is invalid") from None
-    console.print(f"ok: {file} is a valid {t.value} parameter", markup=False)
+    console.print(f"ok: {file} is a valid {t.value} parameter", markup=False, soft_wrap=True)
 
 
 @app.command("diff")
@@ -161,9 +168,9 @@ def diff(file: Path, tier: TierOption, config_dir: ConfigDir = None) -> None:
         raise _fail(exc.problems, "cannot compare") from None
     changes = risk_diff(current, proposed)
     if not changes:
-        console.print(f"no change against {label}", markup=False)
+        console.print(f"no change against {label}", markup=False, soft_wrap=True)
     for key, (old, new) in changes.items():
-        console.print(f"{key}: {json.dumps(old)} → {json.dumps(new)}", markup=False)
+        console.print(f"{key}: {json.dumps(old)} → {json.dumps(new)}", markup=False, soft_wrap=True)
 
 
 @app.command("set")
@@ -177,6 +184,9 @@ def set_value(assignment: str, tier: TierOption, config_dir: ConfigDir = None) -
     except json.JSONDecodeError:
         value = raw
     try:
+        settings = StoreSettings()
+        if config_dir is None and settings.config_dir is None and settings.parameter_store == "local":
+            config_dir = _user_folder()
         source = _source(config_dir)
         t = parse_tier(tier)
         name = source.parameter_names(t)[0]
@@ -185,12 +195,26 @@ def set_value(assignment: str, tier: TierOption, config_dir: ConfigDir = None) -
         old = merge_risk_config(t, current, source=name)
         params = {**(current or {"account_tier": t.value}), key.strip(): value}
         new = merge_risk_config(t, params, source=f"{name} with {key.strip()}={raw}")
+        written = source.parameters.put(name, json.dumps(params, indent=2) + "\n")
     except ConfigError as exc:
         raise _fail(exc.problems, "nothing written") from None
-    written = source.parameters.put(name, json.dumps(params, indent=2) + "\n")
     changes = risk_diff(old, new)
     console.print(f"wrote {name} (version {written.version}, {written.source}): "
-                  + (", ".join(f"{k} {a} → {b}" for k, (a, b) in changes.items()) or "no effective change"), markup=False)
+                  + (", ".join(f"{k} {a} → {b}" for k, (a, b) in changes.items()) or "no effective change"),
+                  markup=False, soft_wrap=True)
+
+
+def _user_folder() -> Path:
+    """The user configuration folder, created from the shipped defaults the first time."""
+    folder = user_config_dir()
+    if not (folder / "accounts.toml").is_file():
+        shipped = default_config_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(shipped / "accounts.toml", folder / "accounts.toml")
+        shutil.copytree(shipped / "parameters", folder / "parameters", dirs_exist_ok=True)
+        console.print(f"created {folder} from the shipped configuration; it is used from now on "
+                      "(--config-dir or OPS_PIPELINE_CONFIG_DIR choose another)", markup=False, soft_wrap=True)
+    return folder
 
 
 @app.command("push")
@@ -210,7 +234,7 @@ def push(to: Annotated[str, typer.Option("--to", help="Only 'aws'.")] = "aws", c
         name = f"{local.prefix}/dispatcher_config_{tier.value}"
         stored = local.parameters.get(name)
         if stored is None:
-            console.print(f"{tier.value}: no local parameter, skipped", markup=False)
+            console.print(f"{tier.value}: no local parameter, skipped", markup=False, soft_wrap=True)
             continue
         try:
             merge_risk_config(tier, parse_parameter(stored.text, name, stored.source), source=stored.source)
@@ -225,7 +249,7 @@ def push(to: Annotated[str, typer.Option("--to", help="Only 'aws'.")] = "aws", c
             secret_state = "placeholder created (fill in the real paper keys)"
         else:
             secret_state = "exists, left as it is"
-        console.print(f"{tier.value}: {target} version {written.version}; secret {secret_name} {secret_state}", markup=False)
+        console.print(f"{tier.value}: {target} version {written.version}; secret {secret_name} {secret_state}", markup=False, soft_wrap=True)
 
 
 @app.command("history")
@@ -234,12 +258,12 @@ def history(tier: Annotated[str | None, typer.Option("--tier")] = None,
             database_url: Annotated[str | None, typer.Option("--database-url", envvar="OPS_PIPELINE_DATABASE_URL")] = None,
             limit: int = 50) -> None:
     """Applied and refused configuration versions, newest first."""
-    db = Database(database_url or sqlite_url(Path(".ops-pipeline") / "replay.db"))
-    with db.transaction() as conn:
+    db = open_database(database_url, default=work_dir() / "replay.db", read_only=True)
+    with db.read() as conn:
         rows = SharedRepository(conn).config_history(tier=tier, account_name=account, limit=limit)
     table = Table(title="configuration history", title_justify="left")
     for col in ("when (UTC)", "account", "tier", "parameter", "version", "accepted", "diff / reason"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in rows:
         detail = r.reason if not r.accepted or not r.diff else ", ".join(f"{k} {a} → {b}" for k, (a, b) in r.diff.items())
         table.add_row(f"{r.recorded_at:%Y-%m-%d %H:%M}", r.account_name or "", r.tier, r.source, r.version or "",

@@ -1,0 +1,32 @@
+"""``ops-pipeline``: thin Typer commands over the services, one module per area.
+
+- :mod:`.replay`: ``replay``, ``report``;
+- :mod:`.run`: ``run`` (one account live, once or on its schedule);
+- :mod:`.exchange`: ``paper-exchange serve``;
+- :mod:`.config`: ``config show|check|validate|diff|set|push|history``;
+- :mod:`.admin`: ``db upgrade``, ``accounts list``.
+
+Help text is printed literally (no Rich markup: ``NAME:KEY:BALANCE`` is not an emoji code).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from ops_pipeline.cli import admin, config, exchange
+from ops_pipeline.cli import replay as replay_cli
+from ops_pipeline.cli import run as run_cli
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Run several Alpaca paper accounts side by side.")
+app.command("replay")(replay_cli.replay)
+app.command("report")(replay_cli.report)
+app.command("run")(run_cli.run_account)
+app.add_typer(admin.db_app, name="db")
+app.add_typer(admin.accounts_app, name="accounts")
+app.add_typer(config.app, name="config")
+app.add_typer(exchange.app, name="paper-exchange")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,98 @@
+"""Log files: appended, rotated by size, one line per event with its account and run id.
+
+Several processes may write one file (two runs of an account that meet at its lock, a replay and a
+report…): each line is appended whole, and rotation happens under an ``flock`` on a companion
+``.lock`` file; a process whose file was rotated by another reopens the new one before writing.
+A line reads ``2026-11-21 14:03:07,123 INFO tiny-1k dispatcher-tiny-1k-20260316T143100
+ops_pipeline.dispatcher message``; a traceback is folded onto the same line (``\\n`` for newlines).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import logging.handlers
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ops_pipeline.services.runs import RunContextFilter
+
+LINE_FORMAT = "%(asctime)s %(levelname)s %(account_name)s %(run_id)s %(name)s %(message)s"
+MAX_BYTES = 10 * 1024 * 1024
+BACKUPS = 5
+QUIET = ("alembic", "botocore", "boto3", "urllib3", "uvicorn.access", "httpx")
+
+
+class OneLineFormatter(logging.Formatter):
+    """One line per record: newlines in the message or its traceback become a literal ``\\n``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\r", "").replace("\n", "\\n")
+
+
+class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Append and rotate by size, safely when several processes write the same file."""
+
+    def __init__(self, path: Path, max_bytes: int = MAX_BYTES, backups: int = BACKUPS) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(path, mode="a", maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self._lock_path = f"{self.baseFilename}.lock"
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _reopen_if_rotated(self) -> None:
+        """Another process renamed the file under us: write to the new one at the same path."""
+        if self.stream is None:
+            return
+        try:
+            current = os.stat(self.baseFilename)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(self.stream.fileno())
+        if current is None or (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
+            self.stream.close()
+            self.stream = self._open()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            with self._file_lock():
+                self._reopen_if_rotated()
+                if self.shouldRollover(record):
+                    self.doRollover()
+                logging.FileHandler.emit(self, record)
+        except Exception:  # noqa: BLE001 - logging must never break a run
+            self.handleError(record)
+
+
+def file_handler(path: Path, level: int = logging.INFO) -> logging.Handler:
+    """A shared rotating handler on ``path`` with the one-line format and run context."""
+    handler = SharedRotatingFileHandler(path)
+    handler.setLevel(level)
+    handler.setFormatter(OneLineFormatter(LINE_FORMAT))
+    handler.addFilter(RunContextFilter())
+    return handler
+
+
+def configure(log_file: Path, *extra: logging.Handler) -> None:
+    """Root logging: INFO and up to ``log_file`` (appended), plus ``extra`` handlers (a console)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(logging.INFO)
+    root.addHandler(file_handler(log_file))
+    for handler in extra:
+        handler.addFilter(RunContextFilter())
+        root.addHandler(handler)
+    for name in QUIET:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
