@@ -81,3 +81,35 @@ def test_same_recommendation_is_stored_once(any_db):
         add_recommendation(conn)
         add_recommendation(conn)
         assert len(conn.execute(select(recommendations.c.id)).all()) == 1
+
+
+def test_abandoning_a_dead_run_releases_its_claims_but_not_those_that_became_orders(any_db):
+    with any_db.transaction() as conn:
+        for m in range(3):
+            add_recommendation(conn, m)
+        repo = AccountRepository(conn, "tiny-1k")
+        run_id = repo.start_run("dispatcher-tiny-1k-dead", "dispatcher", NOON, pid=4242)
+        claimed = repo.claim(run_id=run_id, now=NOON + dt.timedelta(minutes=5), limit=10, ttl=dt.timedelta(minutes=10))
+        assert len(claimed) == 3
+        repo.create_execution({  # the first claim became an order before the process died
+            "run_id": run_id, "recommendation_id": claimed[0].id, "ticker": "SPY", "action": "BUY_CALL",
+            "strategy_type": "swing_trade", "option_symbol": "SPY260327C00660000", "contracts": 1, "premium": 2.5,
+            "notional": 250, "client_order_id": "ops-tiny-1k-rec1", "status": "pending_submit",
+            "simulated_ts": NOON, "execution_mode": "SIMULATED"})
+        other = AccountRepository(conn, "large-100k")
+        other_run = other.start_run("dispatcher-large-100k-alive", "dispatcher", NOON)
+    with any_db.transaction() as conn:
+        (abandoned,) = AccountRepository(conn, "tiny-1k").abandon_running_runs(NOON + dt.timedelta(minutes=6))
+        assert (abandoned.run_id, abandoned.pid) == (run_id, 4242)
+    with any_db.transaction() as conn:
+        runs = {r.run_id: r.status for r in conn.execute(select(text("run_id, status")).select_from(text("dispatch_runs")))}
+        assert runs == {run_id: "abandoned", other_run: "running"}  # another account's run is not touched
+        left = conn.execute(text("SELECT recommendation_id, status FROM dispatch_decisions ORDER BY 1")).all()
+        assert [tuple(r) for r in left] == [(claimed[0].id, "processing")]  # the order's claim stays for settlement
+        again = AccountRepository(conn, "tiny-1k").claim(run_id="r2", now=NOON + dt.timedelta(minutes=6), limit=10,
+                                                         ttl=dt.timedelta(minutes=10))
+        assert [r.id for r in again] == [claimed[1].id, claimed[2].id]  # at once, not after the TTL
+    with any_db.transaction() as conn:
+        late = AccountRepository(conn, "tiny-1k").claim(run_id="r3", now=NOON + dt.timedelta(minutes=40), limit=10,
+                                                        ttl=dt.timedelta(minutes=10))
+        assert claimed[0].id not in [r.id for r in late]  # past the TTL too: its order is settled, never re-decided
