@@ -39,20 +39,14 @@ from ops_pipeline.adapters.market_data.calendar import exchange_date
 from ops_pipeline.config.models import AccountConfig
 from ops_pipeline.domain.contracts import DTE_WINDOWS
 from ops_pipeline.domain.entry import Entry, decide_entry
-from ops_pipeline.domain.gates import (
-    AccountSnapshot,
-    DailyLossHalt,
-    Denied,
-    ReasonCode,
-    daily_loss_reached,
-    pre_contract_gates,
-)
+from ops_pipeline.domain.gates import AccountSnapshot, DailyLossHalt, Denied, ReasonCode, pre_contract_gates
 from ops_pipeline.domain.market import Recommendation
 from ops_pipeline.domain.recommendations import InvalidRecommendation
 from ops_pipeline.domain.values import ZERO, AccountState, ExecutionMode, OccSymbol, money, option_type_for
 from ops_pipeline.errors import BrokerError, BrokerTemporaryError, MarketDataError, OrderRejected
 from ops_pipeline.failpoints import failpoint
 from ops_pipeline.ports import Broker, Clock, MarketData, OrderRequest, OrderResult, OrderSide
+from ops_pipeline.services.daily_loss import latch_daily_loss, loss_reached
 from ops_pipeline.services.runs import account_log, day_start, run_context, run_id_for
 from ops_pipeline.services.settlement import Outcome, record_entry_result, settle_entries
 
@@ -236,8 +230,9 @@ class Dispatcher:
         )
 
     def _latch(self, realized: Decimal, unrealized: Decimal, now: dt.datetime, run_id: str) -> DailyLossHalt | None:
-        """Set today's daily-loss latch if the day's loss reached the limit now (see
-        :func:`latch_daily_loss`)."""
+        """Set today's daily-loss latch if the day's loss reached the limit now (no write otherwise)."""
+        if not loss_reached(self.config, realized, unrealized):
+            return None
         with self.db.transaction() as conn:
             return latch_daily_loss(AccountRepository(conn, self.config.name), self.config, realized, unrealized,
                                     now, run_id, self.log)
@@ -345,22 +340,3 @@ class Dispatcher:
             repo.update_execution(execution_id, status=REJECTED, error=str(exc))
             if recommendation_id is not None:
                 repo.decide(recommendation_id, now=now, status=REJECTED, reason_code=code.value, detail=f"broker: {exc}")
-
-
-def latch_daily_loss(repo: AccountRepository, config: AccountConfig, realized: Decimal, unrealized: Decimal,
-                     now: dt.datetime, run_id: str, log: Any) -> DailyLossHalt | None:
-    """Today's latch in force: the stored one, or — if the day's loss reached ``max_daily_loss`` now
-    (:func:`~ops_pipeline.domain.gates.daily_loss_reached`) — a new one stored through ``repo`` (in
-    the caller's transaction). ``None`` while the day is within its limit. Shared by the dispatcher
-    and the position manager, so whichever run first sees the loss sets it."""
-    today = exchange_date(now)
-    stored = repo.daily_loss_halt(today)
-    limit = Decimal(str(config.risk.max_daily_loss))
-    if stored is not None or not daily_loss_reached(realized, unrealized, limit):
-        return stored
-    halt = DailyLossHalt(now, money(realized + unrealized), money(realized), limit)
-    stored = repo.record_daily_loss_halt(trading_date=today, halt=halt, unrealized_usd=money(unrealized),
-                                         action=config.risk.daily_loss_action.value, run_id=run_id)
-    log.warning("daily loss limit reached: %s; no new entries until the next exchange day (%s)",
-                stored.describe(), config.risk.daily_loss_action.value)
-    return stored

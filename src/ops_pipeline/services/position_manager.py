@@ -47,7 +47,7 @@ from ops_pipeline.domain.values import (
 from ops_pipeline.errors import BrokerError, BrokerTemporaryError, MarketDataError, OrderRejected, PositionNotFound
 from ops_pipeline.failpoints import failpoint
 from ops_pipeline.ports import Broker, BrokerPosition, Clock, MarketData, OrderResult
-from ops_pipeline.services.dispatcher import latch_daily_loss
+from ops_pipeline.services.daily_loss import latch_daily_loss, loss_reached
 from ops_pipeline.services.runs import account_log, day_start, run_context, run_id_for
 from ops_pipeline.services.settlement import Outcome, look_up_closes, outcome_of, settle_entries
 
@@ -291,11 +291,16 @@ class PositionManager:
         return realized, money(unrealized)
 
     def _latched_flatten(self, now: dt.datetime, run_id: str) -> bool:
-        """Set the day's loss latch if reached; True when positions must be flattened now."""
-        realized, unrealized = self._day_pnl(now)
-        with self.db.transaction() as conn:
-            halt = latch_daily_loss(AccountRepository(conn, self.config.name), self.config, realized, unrealized, now,
-                                    run_id, self.log)
+        """Set the day's loss latch if reached; True when positions must be flattened now. Writes
+        only when the latch is set now."""
+        with self.db.read() as conn:
+            halt = AccountRepository(conn, self.config.name).daily_loss_halt(exchange_date(now))
+        if halt is None:
+            realized, unrealized = self._day_pnl(now)
+            if loss_reached(self.config, realized, unrealized):
+                with self.db.transaction() as conn:
+                    halt = latch_daily_loss(AccountRepository(conn, self.config.name), self.config, realized,
+                                            unrealized, now, run_id, self.log)
         return halt is not None and self.config.risk.daily_loss_action is DailyLossAction.FLATTEN
 
     def _manage(self, row: Any, held: BrokerPosition | None, quote: OptionQuote | None, now: dt.datetime,

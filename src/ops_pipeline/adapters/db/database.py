@@ -140,8 +140,7 @@ class Database:
             with self.read() as conn:
                 conn.execute(text("SELECT 1"))
         except DBAPIError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise DatabaseError(f"cannot open {self.redacted_url()}: {reason}") from None
+            raise DatabaseError(f"cannot open {self.redacted_url()}: {_reason(exc)}") from None
 
     def alembic_config(self) -> Config:
         cfg = Config()
@@ -160,8 +159,7 @@ class Database:
         try:
             command.upgrade(self.alembic_config(), "head")
         except DBAPIError as exc:
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise DatabaseError(f"cannot migrate {self.redacted_url()}: {reason}") from None
+            raise DatabaseError(f"cannot migrate {self.redacted_url()}: {_reason(exc)}") from None
 
     def downgrade_to_base(self) -> None:
         command.downgrade(self.alembic_config(), "base")
@@ -252,6 +250,11 @@ class Database:
         """SQLAlchemy's recipe for SQLite transactions, taking the write lock up front unless read-only."""
         read_only = self.read_only or conn.get_execution_options().get("ops_read_only")
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def _reason(exc: DBAPIError) -> str:
+    """The driver's first line of a database error (no SQL, no parameters)."""
+    return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
 
 
 def replace_sqlite_file(built: Path, target: Path) -> None:

@@ -144,8 +144,7 @@ class ExchangeState:
             c.executemany("INSERT INTO settlements VALUES (?, ?, ?, ?, ?, ?)",
                           [(name, n, str(s.symbol), s.qty, str(s.price), s.at.isoformat())
                            for n, s in enumerate(book.settlements) if n >= saved])
-            c.execute("INSERT INTO meta VALUES ('market_time', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                      (market_time.astimezone(dt.UTC).isoformat(),))
+            self.save_market_time(market_time)
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
