@@ -66,7 +66,8 @@ def test_a_second_run_of_a_busy_account_says_so_and_other_accounts_go_on(data_di
         env = cli_env(config, proxy.url, LARGE, TINY)
         held = Fault("GET", r"/v2/clock", "hold")  # the first run reads the market clock inside its lock
         proxy.arm(held)
-        first = start_run(LARGE, db, env)
+        # the held run waits as long as the test needs: its broker timeout must outlast the two runs below
+        first = start_run(LARGE, db, env | {"OPS_PIPELINE_ALPACA_TIMEOUT_SECS": "300"})
         assert held.entered.wait(timeout=120)
         second = run_once(LARGE, db, env, "--lock-wait", "0.2")
         assert second.returncode == 3, second.stdout
@@ -74,7 +75,8 @@ def test_a_second_run_of_a_busy_account_says_so_and_other_accounts_go_on(data_di
         other = run_once(TINY, db, env)  # another account is not held up
         assert other.returncode == 0, other.stdout
         held.release.set()
-        assert first.wait(timeout=120) == 0
+        output, _ = first.communicate(timeout=120)
+        assert first.returncode == 0, output
     finally:
         proxy.stop()
         exchange.stop()
