@@ -43,11 +43,16 @@ class Fault:
     entered: threading.Event = field(default_factory=threading.Event)
     """Set when the fault is applied (a test waits on it instead of sleeping)."""
     skip: int = 0
+    key: str | None = None
+    """Only requests made with this API key (``APCA-API-KEY-ID``): one account's calls."""
+    hold_secs: float = 60.0
     hits: int = 0
     seen: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, key: str | None = None) -> bool:
         if self.hits >= self.times or self.method not in ("*", method) or re.fullmatch(self.path, path) is None:
+            return False
+        if self.key is not None and key != self.key:
             return False
         self.seen += 1
         return self.seen > self.skip
@@ -84,10 +89,10 @@ class FaultProxy:
         """Statuses clients saw for requests matching ``method`` and ``path`` (a regex)."""
         return [s for m, p, s in self.log if m == method and re.fullmatch(path, p)]
 
-    def _take(self, method: str, path: str) -> Fault | None:
+    def _take(self, method: str, path: str, key: str | None = None) -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.matches(method, path):
+                if fault.matches(method, path, key):
                     fault.hits += 1
                     fault.entered.set()
                     return fault
@@ -105,7 +110,7 @@ class FaultProxy:
             def _handle(self) -> None:
                 path = urlsplit(self.path).path
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                fault = proxy._take(self.command, path)
+                fault = proxy._take(self.command, path, self.headers.get("APCA-API-KEY-ID"))
                 if fault is not None and fault.action == "kill_before":
                     assert fault.pid is not None
                     os.kill(fault.pid, signal.SIGKILL)
@@ -120,7 +125,7 @@ class FaultProxy:
                 if fault.action == "answer_after":
                     return self._answer(fault.status, b"upstream timed out", fault.headers, path)
                 if fault.action == "hold":
-                    fault.release.wait(timeout=60)
+                    fault.release.wait(timeout=fault.hold_secs)
                     return self._answer(status, payload, headers, path)
                 if fault.action == "kill_after":
                     assert fault.pid is not None

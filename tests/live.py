@@ -44,6 +44,8 @@ class LiveAccount:
     key: str
     secret: str
     params: dict[str, Any] = field(default_factory=dict)
+    schedule: tuple[int, int] = (1, 0)
+    """(every_minutes, offset_minutes)."""
 
 
 LARGE = LiveAccount("large-100k", "large", 100_000, "PKLIVELARGE0001", "large-live-secret",
@@ -52,13 +54,14 @@ TINY = LiveAccount("tiny-1k", "tiny", 1_000, "PKLIVETINY00002", "tiny-live-secre
                    {"ticker_cooldown_minutes": 0, "max_trades_per_ticker_per_day": 10})
 
 
-def write_config(folder: Path, *accounts: LiveAccount) -> Path:
-    """accounts.toml and one parameter per tier for ``accounts``; returns the folder."""
+def write_config(folder: Path, *accounts: LiveAccount, tickers: tuple[str, ...] | None = None) -> Path:
+    """accounts.toml (with ``[signals] tickers`` when given) and one parameter per tier for
+    ``accounts``; returns the folder."""
     (folder / "parameters").mkdir(parents=True, exist_ok=True)
-    lines = []
+    lines = ["[signals]", f"tickers = {json.dumps(list(tickers))}", ""] if tickers else []
     for a in accounts:
         lines += ["[[accounts]]", f'name = "{a.name}"', f'tier = "{a.tier}"', f"initial_balance = {a.balance}",
-                  "schedule = { every_minutes = 1, offset_minutes = 0 }", ""]
+                  f"schedule = {{ every_minutes = {a.schedule[0]}, offset_minutes = {a.schedule[1]} }}", ""]
         set_params(folder, a, a.params)
     (folder / "accounts.toml").write_text("\n".join(lines))
     return folder
@@ -73,8 +76,8 @@ def set_params(folder: Path, account: LiveAccount, params: dict[str, Any]) -> No
 class Exchange:
     """`ops-pipeline paper-exchange serve` in a subprocess, with its state in a file (restartable)."""
 
-    def __init__(self, data_dir: Path, state: Path, *accounts: LiveAccount, speed: float = 0.0) -> None:
-        self.data_dir, self.state, self.accounts, self.speed = data_dir, state, accounts, speed
+    def __init__(self, data_dir: Path, state: Path, *accounts: LiveAccount, speed: float = 0.0, start: str = START) -> None:
+        self.data_dir, self.state, self.accounts, self.speed, self.start_at = data_dir, state, accounts, speed, start
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
         self.first_line = ""
@@ -82,7 +85,7 @@ class Exchange:
     def start(self, *extra: str) -> Exchange:
         env = {**os.environ, **{exchange_secret_env(a.name): a.secret for a in self.accounts}}
         args = [sys.executable, "-m", "ops_pipeline.cli", "paper-exchange", "serve", "--port", "0",
-                "--data", str(self.data_dir), "--start", START, "--speed", str(self.speed), "--state", str(self.state),
+                "--data", str(self.data_dir), "--start", self.start_at, "--speed", str(self.speed), "--state", str(self.state),
                 *extra]
         for a in self.accounts:
             args += ["--account", f"{a.name}:{a.key}:{a.balance}"]

@@ -28,7 +28,7 @@ from ops_pipeline.clock import SimulatedClock, SystemClock
 from ops_pipeline.config.loader import ConfigSource, load_accounts, load_all, load_credentials, value_sources
 from ops_pipeline.config.secrets import Credentials, read_private_file
 from ops_pipeline.config.watcher import ConfigChange, ConfigWatcher, Recorder
-from ops_pipeline.config.models import AccountConfig
+from ops_pipeline.config.models import AccountConfig, AccountSpec
 from ops_pipeline.domain.values import ExecutionMode
 from ops_pipeline.errors import ConfigError, DataError
 from ops_pipeline.ports import Broker, BrokerAccount, MarketData
@@ -103,20 +103,22 @@ class ReplayRig:
 
 
 def log_startup(cfg: AccountConfig, account: BrokerAccount) -> None:
-    """Seed 001 "Startup Logs": tier, account, parameter source, limits, broker account, buying power."""
+    """Seed 001 "Startup Logs": tier, parameter source, broker account and buying power, risk limits
+    (the lines seed 002 greps for: ``Tier:``, ``Buying power``)."""
     r = cfg.risk
     log = account_log("startup", cfg.name)
-    log.info("tier %s; parameters from %s", r.account_tier.value, cfg.parameter_source)
+    log.info("Account tier: %s (Tier: %s)", r.account_tier.value, r.account_tier.value)
+    log.info("Loaded tier-specific config: %s", cfg.parameter_source)
     by_source: dict[str, list[str]] = {}
     for key, source in value_sources(cfg).items():
         by_source.setdefault(source, []).append(key)
     for source, keys in by_source.items():
         log.info("from %s: %s", source, ", ".join(keys))
-    log.info("risk limits: max exposure $%s, max positions %s, max contracts %s, max daily loss $%s (then %s), "
+    log.info("Connected to Alpaca: Account %s, Buying power: $%s", account.account_number, f"{account.buying_power:,.2f}")
+    log.info("Risk limits: Max exposure $%s, Max positions %s, Max contracts %s, Max daily loss $%s (then %s), "
              "risk %.0f%% day / %.0f%% swing", f"{r.max_notional_exposure:,.0f}", r.max_open_positions,
              r.contract_cap, f"{r.max_daily_loss:,.0f}", r.daily_loss_action.value, r.risk_pct_day * 100,
              r.risk_pct_swing * 100)
-    log.info("broker account %s, buying power $%s", account.account_number, f"{account.buying_power:,.2f}")
 
 
 def load_market(data_dir: Path, interval_minutes: int, tickers: list[str] | None, start: dt.date, end: dt.date,
@@ -344,6 +346,7 @@ def build_paper_exchange(*, data_dir: Path, start: dt.datetime, speed: float, ac
     calendar = TradingCalendar()
     day = exchange_date(begin)
     market, _ = load_market(data_dir, 1, None, day, day + dt.timedelta(days=45), calendar, dt.timedelta(minutes=30))
+    market.chains.preload(begin)
     clock = SpeedClock(begin, speed)
     exchange = SimulatedExchange(market, clock, calendar)
     keys = {}
@@ -383,6 +386,45 @@ def alpaca_timeout_secs() -> float:
     if not 0 < value < 3600:
         raise ConfigError(f"OPS_PIPELINE_ALPACA_TIMEOUT_SECS must be a number of seconds above 0, not {raw!r}")
     return value
+
+
+def register_accounts(db: Database, source: ConfigSource) -> list[AccountSpec]:
+    """Register every account of the accounts file that the database does not know yet (in the
+    state the file gives); returns the accounts file's accounts, in its order.
+
+    Raises:
+        ConfigError: the accounts file is missing or invalid.
+    """
+    specs = load_accounts(source.accounts_file)
+    with db.transaction() as conn:
+        repo = SharedRepository(conn)
+        for spec in specs:
+            repo.register_account(name=spec.name, tier=spec.tier.value, initial_balance=spec.initial_balance,
+                                  state=spec.state, notes=spec.notes, secret_name=source.secret_names(spec.tier)[0],
+                                  now=SystemClock().now())
+    return specs
+
+
+def live_market(source: ConfigSource, account_name: str) -> tuple[BrokerClock, AlpacaMarketData]:
+    """The broker's clock and market data, read with ``account_name``'s credentials: what the
+    supervisor schedules on and what the live signal engine reads bars from.
+
+    Raises:
+        ConfigError: not in ALPACA_PAPER mode, unknown account, missing or live credentials.
+    """
+    if source.execution_mode is not ExecutionMode.ALPACA_PAPER:
+        raise ConfigError("live runs trade through Alpaca: set EXECUTION_MODE=ALPACA_PAPER "
+                          "(the simulated broker runs in `ops-pipeline replay` and behind `paper-exchange serve`)")
+    specs = {s.name: s for s in load_accounts(source.accounts_file)}
+    if account_name not in specs:
+        raise ConfigError(f"no account {account_name!r}; accounts: {', '.join(specs)}")
+    credentials, _ = load_credentials(specs[account_name], source)
+    key, secret = credentials.api_key.get_secret_value(), credentials.api_secret.get_secret_value()
+    trading_url, data_url = alpaca_urls()
+    timeout = alpaca_timeout_secs()
+    broker = AlpacaBroker(key, secret, base_url=trading_url, timeout_secs=timeout)
+    return BrokerClock(broker), AlpacaMarketData(key, secret, trading_url=trading_url, data_url=data_url,
+                                                 timeout_secs=timeout)
 
 
 def build_live_account(*, db: Database, account_name: str, source: ConfigSource | None = None) -> AccountRuntime:
@@ -427,6 +469,6 @@ def build_live_account(*, db: Database, account_name: str, source: ConfigSource 
         credentials=credentials, credentials_source=credentials_source, connect=connect,
     )
     runtime.dispatcher.credentials_label = f"{credentials.describe()} from {credentials_source}"
-    logging.getLogger("ops_pipeline.startup").info("[%s] credentials: %s", cfg.name, runtime.dispatcher.credentials_label,
-                                                   extra={"account_name": cfg.name})
+    account_log("startup", cfg.name).info("Loaded credentials for account: %s (%s)", cfg.name,
+                                          runtime.dispatcher.credentials_label)
     return runtime

@@ -9,7 +9,9 @@ ops_pipeline.dispatcher message``; a traceback is folded onto the same line (``\
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
+import json
 import logging
 import logging.handlers
 import os
@@ -30,6 +32,36 @@ class OneLineFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return super().format(record).replace("\r", "").replace("\n", "\\n")
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per line (``--log-format json``): time (ISO, UTC), level, account, run_id,
+    logger, message and, for an error, its traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": dt.datetime.fromtimestamp(record.created, tz=dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname, "account": getattr(record, "account_name", "-"),
+            "run_id": getattr(record, "run_id", "-"), "logger": record.name, "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    """``text`` (one line, :data:`LINE_FORMAT`) or ``json``."""
+    if log_format == "json":
+        return JsonLineFormatter()
+    if log_format == "text":
+        return OneLineFormatter(LINE_FORMAT)
+    raise ValueError(f"log format must be text or json, not {log_format!r}")
+
+
+def account_log_file(logs_dir: Path, tier: str) -> Path:
+    """Seed 002 "Separate Log Groups": ``dispatcher.log`` for the large tier, ``dispatcher-{tier}.log``
+    for the others (``/ecs/ops-pipeline/dispatcher``, ``/ecs/ops-pipeline/dispatcher-tiny`` on AWS)."""
+    return logs_dir / ("dispatcher.log" if tier == "large" else f"dispatcher-{tier}.log")
 
 
 class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
@@ -73,23 +105,23 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
             self.handleError(record)
 
 
-def file_handler(path: Path, level: int = logging.INFO) -> logging.Handler:
-    """A shared rotating handler on ``path`` with the one-line format and run context."""
+def file_handler(path: Path, level: int = logging.INFO, log_format: str = "text") -> logging.Handler:
+    """A shared rotating handler on ``path`` with the one-line (or JSON) format and run context."""
     handler = SharedRotatingFileHandler(path)
     handler.setLevel(level)
-    handler.setFormatter(OneLineFormatter(LINE_FORMAT))
+    handler.setFormatter(formatter(log_format))
     handler.addFilter(RunContextFilter())
     return handler
 
 
-def configure(log_file: Path, *extra: logging.Handler) -> None:
+def configure(log_file: Path, *extra: logging.Handler, log_format: str = "text") -> None:
     """Root logging: INFO and up to ``log_file`` (appended), plus ``extra`` handlers (a console)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
     root.setLevel(logging.INFO)
-    root.addHandler(file_handler(log_file))
+    root.addHandler(file_handler(log_file, log_format=log_format))
     for handler in extra:
         handler.addFilter(RunContextFilter())
         root.addHandler(handler)

@@ -192,7 +192,8 @@ def test_startup_verification_logs_the_account_and_needs_options_level_2(venue, 
     account = verify_alpaca_account(cfg, venue.broker())
     assert account.account_number == "SIM-LARGE-100K" and account.buying_power == Decimal("100000.00")
     lines = " | ".join(r.getMessage() for r in caplog.records if r.name == "ops_pipeline.startup")
-    assert "broker account SIM-LARGE-100K, buying power $100,000.00" in lines and "max contracts 10" in lines
+    assert "Connected to Alpaca: Account SIM-LARGE-100K, Buying power: $100,000.00" in lines and "Max contracts 10" in lines
+    assert "Account tier: large" in lines
     level_one = Venue(options_level=1)
     try:
         with pytest.raises(ConfigError, match="options trading level 1"):

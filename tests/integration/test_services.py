@@ -100,7 +100,8 @@ def test_an_order_whose_answer_was_lost_is_resolved_by_client_order_id_and_never
 def test_a_paused_account_rejects_with_its_reason_code(any_db):
     rig = Rig(any_db, account_config("tiny-1k", Tier.TINY, 1000))
     with any_db.transaction() as conn:
-        SharedRepository(conn).set_account_state(["tiny-1k"], "paused")
+        SharedRepository(conn).change_state("tiny-1k", to_state="paused", flatten=False, by="test",
+                                            at=rig.clock.now(), reason="a test")
     rig.recommend(0)
     assert rig.dispatcher("tiny-1k").run().rejected == {"account_paused": 1}
 

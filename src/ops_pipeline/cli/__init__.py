@@ -4,7 +4,11 @@
 - :mod:`.run`: ``run`` (one account live, once or on its schedule);
 - :mod:`.exchange`: ``paper-exchange serve``;
 - :mod:`.config`: ``config show|check|validate|diff|set|push|history``;
-- :mod:`.admin`: ``db upgrade``, ``accounts list``.
+- :mod:`.admin`: ``db upgrade``, ``accounts list``;
+- :mod:`.start`: ``start`` (every account on its schedule, supervised), ``worker`` (its processes);
+- :mod:`.operations`: ``accounts enable|disable|pause|resume|pause-all|resume-all``, ``kill``,
+  ``status``, ``health``, ``logs``;
+- :mod:`.recommendations`: ``recommendations import``.
 
 Help text is printed literally (no Rich markup: ``NAME:KEY:BALANCE`` is not an emoji code).
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import typer
 
-from ops_pipeline.cli import admin, config, exchange
+from ops_pipeline.cli import admin, config, exchange, operations, recommendations, start
 from ops_pipeline.cli import replay as replay_cli
 from ops_pipeline.cli import run as run_cli
 
@@ -22,6 +26,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 app.command("replay")(replay_cli.replay)
 app.command("report")(replay_cli.report)
 app.command("run")(run_cli.run_account)
+app.command("start")(start.start)
+app.command("worker", hidden=True)(start.worker)
+app.command("status")(operations.status)
+app.command("health")(operations.health)
+app.command("logs")(operations.show_logs)
+app.command("kill")(operations.kill)
+app.add_typer(recommendations.app, name="recommendations")
 app.add_typer(admin.db_app, name="db")
 app.add_typer(admin.accounts_app, name="accounts")
 app.add_typer(config.app, name="config")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -70,6 +71,20 @@ def work_dir() -> Path:
     return Path(os.environ.get("OPS_PIPELINE_HOME") or ".ops-pipeline")
 
 
+def logs_dir() -> Path:
+    """``.ops-pipeline/logs`` (under ``OPS_PIPELINE_HOME`` when set): one file per account, the
+    supervisor's and the signal engine's."""
+    return work_dir() / "logs"
+
+
+class LogFormatChoice(str, Enum):
+    text = "text"
+    json = "json"
+
+
+LogFormat = Annotated[LogFormatChoice, typer.Option("--log-format", help="Log lines as text or as JSON objects.")]
+
+
 def default_database() -> Path:
     return work_dir() / "ops-pipeline.db"
 
@@ -112,10 +127,11 @@ def open_database(url: str | None, *, default: Path, read_only: bool = False, mi
     return db
 
 
-def setup_logging(log_file: Path) -> None:
-    """Everything at INFO and above to ``log_file`` (appended, rotated); errors to the console too."""
-    console_handler = RichHandler(console=console, level=logging.ERROR, show_path=False, markup=False)
+def setup_logging(log_file: Path, log_format: str = "text", console_errors: bool = True) -> None:
+    """Everything at INFO and above to ``log_file`` (appended, rotated; ``text`` or ``json`` lines);
+    errors to the console too unless ``console_errors`` is off (a worker whose output is a protocol)."""
+    handlers = [RichHandler(console=console, level=logging.ERROR, show_path=False, markup=False)] if console_errors else []
     try:
-        logs.configure(log_file, console_handler)
+        logs.configure(log_file, *handlers, log_format=log_format)
     except OSError as exc:
         raise fail(f"cannot write the log {log_file}: {exc.strerror or exc}") from None

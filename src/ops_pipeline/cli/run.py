@@ -9,8 +9,20 @@ from typing import Annotated
 import typer
 
 from ops_pipeline.bootstrap import build_live_account
-from ops_pipeline.cli.common import ConfigDir, DatabaseUrl, console, default_database, fail, open_database, setup_logging, work_dir
-from ops_pipeline.config.loader import ConfigSource
+from ops_pipeline import logs
+from ops_pipeline.cli.common import (
+    ConfigDir,
+    DatabaseUrl,
+    LogFormat,
+    LogFormatChoice,
+    console,
+    default_database,
+    fail,
+    logs_dir,
+    open_database,
+    setup_logging,
+)
+from ops_pipeline.config.loader import ConfigSource, load_accounts
 from ops_pipeline.errors import BrokerError, ConfigError, MarketDataError
 from ops_pipeline.services.runner import AccountRunner, AccountRunResult
 
@@ -27,6 +39,7 @@ def run_account(
     config_dir: ConfigDir = None,
     lock_wait: Annotated[float, typer.Option("--lock-wait", min=0,
                                              help="Seconds to wait for a run of the same account to finish.")] = 5.0,
+    log_format: LogFormat = LogFormatChoice.text,
 ) -> None:
     """Run one account on Alpaca paper (EXECUTION_MODE=ALPACA_PAPER; OPS_PIPELINE_ALPACA_BASE_URL and
     OPS_PIPELINE_ALPACA_DATA_URL point it at a paper exchange): the position manager, then the
@@ -37,10 +50,11 @@ def run_account(
     an error (recorded in the database and the log). The loop goes on after errors, and waits in
     real seconds; against a paper exchange faster than real time, call --once from a scheduler.
     """
-    setup_logging(work_dir() / f"run-{account}.log")
+    source = ConfigSource.from_settings(config_dir=config_dir)
+    setup_logging(logs.account_log_file(logs_dir(), _tier(source, account)), log_format.value)
     db = open_database(database_url, default=default_database(), migrate=True)
     try:
-        runtime = build_live_account(db=db, account_name=account, source=ConfigSource.from_settings(config_dir=config_dir))
+        runtime = build_live_account(db=db, account_name=account, source=source)
     except (ConfigError, BrokerError, MarketDataError) as exc:
         raise fail(str(exc)) from None
     runner = AccountRunner(db, runtime, lock_wait_secs=lock_wait)
@@ -53,7 +67,7 @@ def run_account(
             result = AccountRunResult(account, "error", error=f"{type(exc).__name__}: {exc}")
         _print(result)
         if once:
-            raise typer.Exit(0 if result.ok else EXIT_BUSY if result.status == "busy" else EXIT_ERROR)
+            raise typer.Exit(0 if result.status in ("ok", "disabled") else EXIT_BUSY if result.status == "busy" else EXIT_ERROR)
         try:
             wait = schedule.seconds_until_next(runtime.dispatcher.clock.now())
         except (BrokerError, MarketDataError) as exc:
@@ -62,9 +76,20 @@ def run_account(
         time.sleep(wait)
 
 
+def _tier(source: ConfigSource, account: str) -> str:
+    """The account's tier (its log file is named after it), or exit 2 naming the accounts."""
+    try:
+        specs = {s.name: s for s in load_accounts(source.accounts_file)}
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    if account not in specs:
+        raise fail(f"no account {account!r}; accounts: {', '.join(specs)}")
+    return specs[account].tier.value
+
+
 def _print(result: AccountRunResult) -> None:
     when = f"{result.at:%Y-%m-%d %H:%M:%S} UTC " if result.at else ""
-    if result.status == "busy":
+    if result.status in ("busy", "disabled"):
         console.print(f"{when}{result.account_name}: {result.error}", markup=False, soft_wrap=True)
         return
     line = (f"{when}{result.account_name}: {result.status}; positions {result.manage.as_dict() if result.manage else '-'}; "

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ops_pipeline.config.models import AccountConfig, AccountSpec, RiskConfig, merge_risk_config
+from ops_pipeline.config.models import AccountConfig, AccountSpec, RiskConfig, SignalSettings, merge_risk_config
 from ops_pipeline.config.secrets import (
     AwsSecretStore,
     Credentials,
@@ -192,7 +192,7 @@ def load_accounts(path: Path) -> list[AccountSpec]:
         raise ConfigError(f"accounts file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
-    unknown = sorted(set(data) - {"accounts", "stores"})
+    unknown = sorted(set(data) - {"accounts", "stores", "signals"})
     problems = [f"{key}: unknown top-level key" for key in unknown]
     specs: list[AccountSpec] = []
     for i, entry in enumerate(data.get("accounts", [])):
@@ -207,6 +207,24 @@ def load_accounts(path: Path) -> list[AccountSpec]:
     if problems:
         raise ConfigError(f"invalid accounts file {path}", problems)
     return specs
+
+
+def load_signal_settings(path: Path) -> SignalSettings:
+    """The accounts file's ``[signals]`` table (defaults when absent).
+
+    Raises:
+        ConfigError: missing file, bad TOML, or invalid settings (all listed).
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"accounts file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    try:
+        return SignalSettings.model_validate(data.get("signals", {}))
+    except ValidationError as exc:
+        raise ConfigError.from_validation(exc, source=f"{path} [signals]") from None
 
 
 def parse_parameter(text: str, name: str, source: str) -> dict[str, Any]:

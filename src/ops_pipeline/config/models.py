@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ops_pipeline.domain.values import Action, DailyLossAction, StrategyType, Tier
+from ops_pipeline.domain.recommendations import TICKER_PATTERN
+from ops_pipeline.domain.values import AccountState, Action, DailyLossAction, StrategyType, Tier
 from ops_pipeline.errors import ConfigError
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -207,6 +208,31 @@ class Schedule(_Frozen):
         return (start - local).total_seconds()
 
 
+class SignalSettings(_Frozen):
+    """The live signal engine's settings: the accounts file's ``[signals]`` table.
+
+    ``tickers``: the symbols whose 1-minute bars it reads every minute (default SPY and QQQ, the
+    replay's default).
+    """
+
+    tickers: Annotated[tuple[str, ...], Field(min_length=1, max_length=50)] = ("SPY", "QQQ")
+
+    @field_validator("tickers", mode="before")
+    @classmethod
+    def _listed(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("tickers")
+    @classmethod
+    def _normalised(cls, tickers: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [t for t in tickers if not TICKER_PATTERN.match(t)]
+        if bad:
+            raise ValueError(f"not normalised symbols (upper-case, e.g. SPY): {', '.join(map(repr, bad))}")
+        if len(set(tickers)) != len(tickers):
+            raise ValueError("a ticker is listed twice")
+        return tickers
+
+
 class AccountSpec(_Frozen):
     """One account as the accounts file declares it."""
 
@@ -215,6 +241,8 @@ class AccountSpec(_Frozen):
     initial_balance: Annotated[Decimal, Field(gt=0)]
     schedule: Schedule = Schedule()
     state: str = "enabled"
+    """The state the account starts in when first registered; afterwards the database's state
+    (``ops-pipeline accounts …``, ``kill``) is the one in force."""
     notes: str = ""
 
     @field_validator("tier", mode="before")
@@ -233,8 +261,8 @@ class AccountSpec(_Frozen):
     @field_validator("state")
     @classmethod
     def _state(cls, value: str) -> str:
-        if value not in {"enabled", "paused", "killed"}:
-            raise ValueError("state must be enabled, paused or killed")
+        if value not in {s.value for s in AccountState}:
+            raise ValueError("state must be enabled, paused, killed or disabled")
         return value
 
 

@@ -29,6 +29,8 @@ class ExitReason(StrEnum):
     EXPIRED = "expired"
     DAILY_LOSS_FLATTEN = "daily_loss_flatten"
     """The day's loss reached the limit with ``daily_loss_action = flatten``: sold at the bid."""
+    KILL_FLATTEN = "kill_flatten"
+    """The account was killed with ``--flatten`` (emergency stop): sold at the bid."""
 
 
 def stop_and_target(entry_usd: Decimal, stop_loss_pct: float, take_profit_pct: float) -> tuple[Decimal, Decimal]:

@@ -32,6 +32,7 @@ class ReasonCode(StrEnum):
 
     ACCOUNT_PAUSED = "account_paused"
     ACCOUNT_KILLED = "account_killed"
+    ACCOUNT_DISABLED = "account_disabled"
     ACTION_NOT_ALLOWED = "action_not_allowed"
     RECOMMENDATION_STALE = "recommendation_stale"
     BAR_STALE = "bar_stale"
@@ -142,6 +143,8 @@ def account_state_gate(state: AccountState) -> Denied | None:
         return Denied(ReasonCode.ACCOUNT_KILLED, "emergency stop is active for this account")
     if state is AccountState.PAUSED:
         return Denied(ReasonCode.ACCOUNT_PAUSED, "account is paused")
+    if state is AccountState.DISABLED:
+        return Denied(ReasonCode.ACCOUNT_DISABLED, "account is disabled")
     return None
 
 

@@ -48,11 +48,16 @@ class Tier(StrEnum):
 
 
 class AccountState(StrEnum):
-    """Trading state of an account; ``paused`` and ``killed`` stop new entries (SPEC "Operations")."""
+    """Trading state of an account (SPEC "Operations", seed 002): see :mod:`ops_pipeline.domain.states`.
+
+    ``enabled`` trades; ``paused`` manages its positions but opens nothing; ``killed`` (emergency
+    stop) likewise, until resumed, and may also sell everything; ``disabled`` is not run at all.
+    """
 
     ENABLED = "enabled"
     PAUSED = "paused"
     KILLED = "killed"
+    DISABLED = "disabled"
 
 
 class DailyLossAction(StrEnum):

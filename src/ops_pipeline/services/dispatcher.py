@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -110,6 +111,7 @@ class Dispatcher:
         """One run at ``now`` (default: the clock's time). Never raises on broker or market-data
         failures: they end the run with ``summary.error`` set."""
         now = now or self.clock.now()
+        started = time.monotonic()
         name, cfg = self.config.name, self.config.risk
         summary = DispatchSummary(run_id_for("dispatcher", name, now), credentials=self.credentials_label)
         with self.db.transaction() as conn:
@@ -144,7 +146,7 @@ class Dispatcher:
                 self.log.error("run stopped (%s claim(s) released for the next run): %s", summary.released, exc)
             with self.db.transaction() as conn:
                 AccountRepository(conn, name).finish_run(summary.run_id, self._finished_at(now), status,
-                                                         summary.as_dict(), summary.error)
+                                                         summary.as_dict(), summary.error, time.monotonic() - started)
         return summary
 
     def _finished_at(self, started: dt.datetime) -> dt.datetime:
@@ -217,6 +219,11 @@ class Dispatcher:
         if halt is None:
             halt = self._latch(realized, unrealized, now, run_id)
         equity = broker_account.equity
+        r = self.config.risk
+        self.log.info("Tier: %s; Account state: Positions %s/%s, Exposure $%s/$%s; Buying power $%s",
+                      r.account_tier.value, exposure.open_positions, r.max_open_positions,
+                      f"{exposure.open_exposure:,.0f}", f"{r.max_notional_exposure:,.0f}",
+                      f"{broker_account.options_buying_power:,.2f}")
         expected = self.config.expected_tier_for(equity)
         if expected is not self.config.risk.account_tier and not self._tier_warned:
             self._tier_warned = True

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from ops_pipeline.adapters.db.database import Database
-from ops_pipeline.adapters.db.repositories import AccountRepository
+from ops_pipeline.adapters.db.repositories import AccountRepository, SharedRepository
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange_date
 from ops_pipeline.config.models import AccountConfig
 from ops_pipeline.domain.exits import ExitReason, exit_reason, stop_and_target
@@ -38,6 +39,7 @@ from ops_pipeline.domain.market import OptionQuote
 from ops_pipeline.domain.values import (
     CONTRACT_MULTIPLIER,
     ZERO,
+    AccountState,
     DailyLossAction,
     OccSymbol,
     OptionType,
@@ -100,6 +102,7 @@ class PositionManager:
         """One run at ``now`` (default: the clock's time). Never raises on broker or market-data
         failures: they end the run with ``summary.error`` set."""
         now = now or self.clock.now()
+        started = time.monotonic()
         name = self.config.name
         summary = ManageSummary(run_id_for("position_manager", name, now))
         with self.db.transaction() as conn:
@@ -116,7 +119,7 @@ class PositionManager:
                 held = {str(p.symbol): p for p in self.broker.get_positions()}
                 positions = self._reconcile(positions, held, now, summary, settlement.explained_contracts(), doubtful)
                 quotes = self._mark(positions, now)
-                flatten = self._latched_flatten(now, summary.run_id)
+                flatten = self._flatten_reason(now, summary.run_id)
                 for row in positions:
                     self._manage(row, held.get(row.option_symbol), quotes.get(row.id), now, summary, flatten,
                                  doubtful.get(row.id))
@@ -129,7 +132,8 @@ class PositionManager:
             with self.db.transaction() as conn:
                 repo = AccountRepository(conn, name)
                 summary.open = len(repo.open_positions())
-                repo.finish_run(summary.run_id, self._finished_at(now), status, summary.as_dict(), summary.error)
+                repo.finish_run(summary.run_id, self._finished_at(now), status, summary.as_dict(), summary.error,
+                                time.monotonic() - started)
         return summary
 
     def _finished_at(self, started: dt.datetime) -> dt.datetime:
@@ -290,21 +294,27 @@ class PositionManager:
             unrealized = sum((p.unrealized_pnl or ZERO for p in repo.open_positions()), ZERO)
         return realized, money(unrealized)
 
-    def _latched_flatten(self, now: dt.datetime, run_id: str) -> bool:
-        """Set the day's loss latch if reached; True when positions must be flattened now. Writes
-        only when the latch is set now."""
+    def _flatten_reason(self, now: dt.datetime, run_id: str) -> ExitReason | None:
+        """Why every position must be sold now, if it must: the account was killed with flatten
+        (``kill --flatten``), or the day's loss latch is set with ``daily_loss_action = flatten``.
+        Sets the latch if the loss is reached; writes only then."""
         with self.db.read() as conn:
             halt = AccountRepository(conn, self.config.name).daily_loss_halt(exchange_date(now))
+            registered = SharedRepository(conn).account_states().get(self.config.name)
         if halt is None:
             realized, unrealized = self._day_pnl(now)
             if loss_reached(self.config, realized, unrealized):
                 with self.db.transaction() as conn:
                     halt = latch_daily_loss(AccountRepository(conn, self.config.name), self.config, realized,
                                             unrealized, now, run_id, self.log)
-        return halt is not None and self.config.risk.daily_loss_action is DailyLossAction.FLATTEN
+        if registered is not None and registered.state == AccountState.KILLED.value and registered.flatten:
+            return ExitReason.KILL_FLATTEN
+        if halt is not None and self.config.risk.daily_loss_action is DailyLossAction.FLATTEN:
+            return ExitReason.DAILY_LOSS_FLATTEN
+        return None
 
     def _manage(self, row: Any, held: BrokerPosition | None, quote: OptionQuote | None, now: dt.datetime,
-                summary: ManageSummary, flatten: bool, doubt: Outcome | None) -> None:
+                summary: ManageSummary, flatten: ExitReason | None, doubt: Outcome | None) -> None:
         session = self.calendar.session(exchange_date(now))
         if session is None or not session.open <= now < session.close:
             return
@@ -316,8 +326,8 @@ class PositionManager:
             return
         if row.status == "closing" and row.exit_reason:
             reason: ExitReason | None = ExitReason(row.exit_reason)
-        elif flatten:
-            reason = ExitReason.DAILY_LOSS_FLATTEN
+        elif flatten is not None:
+            reason = flatten
         else:
             reason = exit_reason(
                 strategy=StrategyType(row.strategy_type), bid_usd=quote.bid if quote else None, stop_usd=row.stop_price,

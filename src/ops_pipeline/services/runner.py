@@ -3,7 +3,8 @@ all call, so every entry point gets the same guarantees (SPEC "One account, one 
 
 1. Take the account's run lock (:meth:`Database.account_lock`) for the whole run; if another run of
    the account holds it past ``lock_wait_secs``, do nothing and say so (``status = "busy"``).
-2. Read the market clock once. If it cannot be read, record the failed run and stop.
+2. A ``disabled`` account is not run (seed 002 "Stop tiny account": its schedule is off).
+   Otherwise read the market clock once. If it cannot be read, record the failed run and stop.
 3. Runs of this account still marked ``running`` belong to a dead process (the lock proves it):
    mark them ``abandoned`` and release their claims at once.
 4. Refresh configuration and credentials (LOOP mode), run the position manager, then — unless the
@@ -21,8 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ops_pipeline.adapters.db.database import Database
-from ops_pipeline.adapters.db.repositories import AccountRepository
+from ops_pipeline.adapters.db.repositories import AccountRepository, SharedRepository
 from ops_pipeline.clock import SystemClock
+from ops_pipeline.domain.values import AccountState
 from ops_pipeline.errors import BrokerError, ConfigError, MarketDataError, RunInProgress
 from ops_pipeline.ports import Clock
 from ops_pipeline.services.dispatcher import DispatchSummary
@@ -38,7 +40,8 @@ class AccountRunResult:
     """What one scheduled run of one account did.
 
     ``status``: ``ok``; ``error`` (``error`` says why; the run's rows record it); ``busy`` (another
-    run of the account held the lock; nothing was done).
+    run of the account held the lock; nothing was done); ``disabled`` (the account is disabled;
+    nothing was done).
     """
 
     account_name: str
@@ -91,6 +94,11 @@ class AccountRunner:
             return AccountRunResult(self.name, "busy", error=str(exc))
 
     def _locked(self, dispatch: bool) -> AccountRunResult:
+        with self.db.read() as conn:
+            registered = SharedRepository(conn).account_states().get(self.name)
+        if registered is not None and registered.state == AccountState.DISABLED.value:
+            self.log.info("account is disabled: not run (`ops-pipeline accounts enable %s` starts it again)", self.name)
+            return AccountRunResult(self.name, "disabled", error="account is disabled")
         try:
             now = self.runtime.dispatcher.clock.now()
         except (MarketDataError, BrokerError) as exc:

@@ -115,18 +115,24 @@ class SignalEngine:
 
     def run(self, now: dt.datetime) -> int:
         """Write the recommendations of bars closing exactly at ``now``; returns how many."""
-        signals = self._by_epoch.get(int(now.timestamp()), [])
-        if not signals:
-            return 0
-        with self.db.transaction() as conn:
-            repo = SharedRepository(conn)
-            for s in signals:
-                bar_close = epoch_to_utc(s.bar_close_epoch)
-                repo.add_recommendation({
-                    "source": SOURCE, "ticker": s.ticker, "action": s.action.value,
-                    "strategy_type": s.strategy_type.value, "confidence": s.confidence,
-                    "volume_ratio": s.volume_ratio, "underlying_price": round(s.close, 4),
-                    "bar_ts": bar_close, "feature_ts": now, "created_at": now,
-                    "features": {"momentum_z": s.momentum_z, "day_move": s.day_move},
-                })
-        return len(signals)
+        return write_signals(self.db, self._by_epoch.get(int(now.timestamp()), []), now)
+
+
+def write_signals(db: Database, signals: list[Signal], now: dt.datetime) -> int:
+    """Store ``signals`` as recommendations computed at ``now`` (``feature_ts``, ``created_at``),
+    in one transaction; one already stored for the same (ticker, bar, action) is left as it is.
+    Returns how many were new."""
+    if not signals:
+        return 0
+    written = 0
+    with db.transaction() as conn:
+        repo = SharedRepository(conn)
+        for s in signals:
+            written += repo.add_recommendation({
+                "source": SOURCE, "ticker": s.ticker, "action": s.action.value,
+                "strategy_type": s.strategy_type.value, "confidence": s.confidence,
+                "volume_ratio": s.volume_ratio, "underlying_price": round(s.close, 4),
+                "bar_ts": epoch_to_utc(s.bar_close_epoch), "feature_ts": now, "created_at": now,
+                "features": {"momentum_z": s.momentum_z, "day_move": s.day_move},
+            })
+    return written

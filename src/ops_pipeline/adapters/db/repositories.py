@@ -21,6 +21,7 @@ from ops_pipeline.adapters.db.scope import AccountScope
 from ops_pipeline.adapters.db.tables import (
     account_equity_snapshots,
     account_metadata,
+    account_state_changes,
     active_positions,
     ai_option_trades,
     config_versions,
@@ -96,10 +97,26 @@ class SharedRepository:
             select(trading_accounts.c.state).where(trading_accounts.c.account_name == name)
         ).scalar_one_or_none()
 
-    def set_account_state(self, names: Iterable[str], state: str) -> int:
-        return self.conn.execute(
-            update(trading_accounts).where(trading_accounts.c.account_name.in_(list(names))).values(state=state)
-        ).rowcount
+    def account_states(self) -> dict[str, Any]:
+        """Every registered account's ``(account_name, tier, state, flatten)``, by name."""
+        t = trading_accounts.c
+        rows = self.conn.execute(select(t.account_name, t.tier, t.state, t.flatten).order_by(t.account_id)).all()
+        return {r.account_name: r for r in rows}
+
+    def change_state(self, name: str, *, to_state: str, flatten: bool, by: str, at: dt.datetime, reason: str) -> str:
+        """Set an account's state and record who changed it, when and why; returns the state before.
+
+        Raises:
+            KeyError: the account is not registered.
+        """
+        t = trading_accounts.c
+        before = self.conn.execute(select(t.state).where(t.account_name == name)).scalar_one_or_none()
+        if before is None:
+            raise KeyError(name)
+        self.conn.execute(update(trading_accounts).where(t.account_name == name).values(state=to_state, flatten=flatten))
+        self.conn.execute(AccountScope(name).insert(account_state_changes).values(
+            from_state=before, to_state=to_state, flatten=flatten, changed_by=by, changed_at=at, reason=reason))
+        return before
 
     def record_config_version(self, *, tier: str, account_name: str | None, source: str, version: str | None,
                               at: dt.datetime, accepted: bool, diff: dict[str, Any] | None, reason: str | None) -> None:
@@ -159,11 +176,19 @@ class AccountRepository:
             self.release_claims(ids)
         return running
 
-    def finish_run(self, run_id: str, now: dt.datetime, status: str, summary: dict[str, Any], error: str | None = None) -> None:
+    def finish_run(self, run_id: str, now: dt.datetime, status: str, summary: dict[str, Any], error: str | None = None,
+                   wall_secs: float | None = None) -> None:
+        """Record a run's end (``now``: market time) and how long it took in real seconds."""
         self.conn.execute(
             self.scope.update(dispatch_runs).where(dispatch_runs.c.run_id == run_id)
-            .values(finished_at=now, status=status, summary=summary, error=error)
+            .values(finished_at=now, status=status, summary=summary, error=error, wall_secs=wall_secs)
         )
+
+    def state_changes(self, limit: int = 20) -> list[Any]:
+        """This account's latest state changes, newest first."""
+        c = account_state_changes.c
+        return self.conn.execute(self.scope.select(account_state_changes)
+                                 .order_by(c.changed_at.desc(), c.id.desc()).limit(limit)).all()
 
     # --- claims and decisions -----------------------------------------------------------------
     def _undecided(self):  # noqa: ANN202 - a SQL expression
@@ -391,6 +416,26 @@ class AccountRepository:
             .where(or_(d.c.status == REJECTED, d.c.status == "error")).group_by(d.c.reason_code)
         ).all()
         return {code or "unknown": int(n) for code, n in rows}
+
+    def executions_by_status(self) -> dict[str, int]:
+        e = dispatch_executions
+        rows = self.conn.execute(self.scope.select(e, e.c.status, func.count()).group_by(e.c.status)).all()
+        return {status: int(n) for status, n in rows}
+
+    def latest_run(self, kinds: Sequence[str] = ("dispatcher", "position_manager", "run")) -> Any:
+        """This account's latest run of ``kinds`` (by start), or None."""
+        r = dispatch_runs
+        return self.conn.execute(self.scope.select(r).where(r.c.kind.in_(list(kinds)))
+                                 .order_by(r.c.started_at.desc(), r.c.run_id.desc()).limit(1)).first()
+
+    def runs_by_status(self) -> dict[str, int]:
+        r = dispatch_runs
+        rows = self.conn.execute(self.scope.select(r, r.c.status, func.count()).group_by(r.c.status)).all()
+        return {status: int(n) for status, n in rows}
+
+    def latest_snapshot(self) -> Any:
+        s = account_equity_snapshots
+        return self.conn.execute(self.scope.select(s).order_by(s.c.taken_at.desc()).limit(1)).first()
 
     def equity_curve(self) -> list[Any]:
         s = account_equity_snapshots

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -87,6 +88,7 @@ trading_accounts = Table(
     Column("current_balance", Numeric(12, 2)),
     Column("is_active", Boolean, nullable=False, server_default="1"),
     Column("state", String(20), nullable=False, server_default="enabled"),
+    Column("flatten", Boolean, nullable=False, server_default="0"),
     Column("created_at", UTCDateTime()),
     Column("last_trade_at", UTCDateTime()),
     Column("notes", Text),
@@ -123,6 +125,7 @@ dispatch_runs = Table(
     Column("summary", JSON),
     Column("error", Text),
     Column("pid", Integer),
+    Column("wall_secs", Float),
     Index(None, "account_name", "status"),
 )
 
@@ -266,6 +269,21 @@ daily_loss_halts = Table(
 )
 """The daily loss latch (SPEC "The dispatcher"): one row per account and exchange date on which
 the day's loss reached ``max_daily_loss``; no entry that day after ``halted_at``."""
+
+account_state_changes = Table(
+    "account_state_changes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_name", String(50), nullable=False, index=True),
+    Column("from_state", String(20), nullable=False),
+    Column("to_state", String(20), nullable=False),
+    Column("flatten", Boolean, nullable=False, server_default="0"),
+    Column("changed_by", String(100), nullable=False),
+    Column("changed_at", UTCDateTime(), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+)
+"""Every change of an account's state (seed 002 "Start/Stop", "Pause/Resume All", "Emergency
+Stop"): who, when (wall time, UTC) and why. ``trading_accounts.state`` holds the current state."""
 
 config_versions = Table(
     "config_versions",

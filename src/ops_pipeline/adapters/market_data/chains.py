@@ -168,6 +168,11 @@ class ChainStore:
     def snapshot_count(self) -> int:
         return len(self._files)
 
+    def preload(self, now: dt.datetime) -> None:
+        """Parse every snapshot up to ``now`` at once (a server does it before its first answer, so
+        the first order of the day does not wait seconds for it)."""
+        self._load_until(now)
+
     def _load_until(self, now: dt.datetime) -> None:
         target = min(len(self._files), bisect.bisect_right(self._file_times, now.timestamp()) + 1)
         while self._loaded < target:

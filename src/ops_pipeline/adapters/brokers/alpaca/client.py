@@ -25,6 +25,7 @@ refusals (401…) → :class:`BrokerError`; ambiguity the lookup cannot settle �
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -85,10 +86,26 @@ _LIMITERS: dict[str, RateLimiter] = {}
 _LIMITERS_LOCK = threading.Lock()
 
 
+def requests_per_minute() -> int:
+    """Requests a minute allowed per key: ``OPS_PIPELINE_ALPACA_REQUESTS_PER_MINUTE``, default
+    :data:`REQUESTS_PER_MINUTE` (Alpaca's limit). Against a paper exchange that runs market time
+    N times faster than real time, N × 200 keeps the same rate per market minute.
+
+    Raises:
+        ConfigError: not a positive whole number.
+    """
+    raw = os.environ.get("OPS_PIPELINE_ALPACA_REQUESTS_PER_MINUTE")
+    if raw is None:
+        return REQUESTS_PER_MINUTE
+    if not raw.strip().isdigit() or int(raw) <= 0:
+        raise ConfigError(f"OPS_PIPELINE_ALPACA_REQUESTS_PER_MINUTE must be a whole number above 0, not {raw!r}")
+    return int(raw)
+
+
 def limiter_for(api_key: str) -> RateLimiter:
     """The process-wide limiter of one API key (Alpaca limits per key)."""
     with _LIMITERS_LOCK:
-        return _LIMITERS.setdefault(api_key, RateLimiter())
+        return _LIMITERS.setdefault(api_key, RateLimiter(requests_per_minute()))
 
 
 class _TimeoutAdapter(HTTPAdapter):

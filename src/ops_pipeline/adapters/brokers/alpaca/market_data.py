@@ -4,7 +4,8 @@
 - an option chain: the contracts (``/v2/options/contracts``, paged, by type and expiration window)
   joined with their snapshots (``/v1beta1/options/snapshots``: latest quote, greeks, implied
   volatility), 100 symbols a request;
-- one contract's quote: its snapshot.
+- one contract's quote: its snapshot;
+- 1-minute stock bars for the live signal engine (``/v2/stocks/bars``).
 
 Quotes are ``real`` (they are the market's), timed by the quote's own timestamp. The ``now`` the
 port passes in is only used for the DTE window: Alpaca answers with the latest data.
@@ -17,19 +18,24 @@ is a :class:`~ops_pipeline.errors.MarketDataError`, which ends the run cleanly.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import numpy as np
 from alpaca.data.historical.option import OptionHistoricalDataClient
 from alpaca.data.historical.stock import StockHistoricalDataClient
-from alpaca.data.requests import OptionSnapshotRequest, StockLatestTradeRequest
+from alpaca.data.enums import DataFeed
+from alpaca.data.requests import OptionSnapshotRequest, StockBarsRequest, StockLatestTradeRequest
+from alpaca.data.timeframe import TimeFrame
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import ContractType
 from alpaca.trading.requests import GetOptionContractsRequest
 
 from ops_pipeline.adapters.brokers.alpaca.client import RateLimiter, call_alpaca, check_paper, harden, limiter_for
+from ops_pipeline.adapters.market_data.bars import BarQuality, BarSeries
 from ops_pipeline.adapters.market_data.calendar import exchange_date
 from ops_pipeline.domain.market import OptionQuote, QuoteSource
 from ops_pipeline.domain.values import OccSymbol, OptionType, to_decimal
@@ -64,6 +70,25 @@ class AlpacaMarketData:
                             f"latest trade of {ticker}")
         trade = trades.get(ticker)
         return None if trade is None else to_decimal(trade.price)
+
+    def minute_bars(self, tickers: list[str], start: dt.datetime, end: dt.datetime) -> dict[str, BarSeries]:
+        """1-minute bars of ``tickers`` starting in [start, end] (``/v2/stocks/bars``, every page),
+        as :class:`BarSeries` (epoch seconds, dollars, shares). The feed is
+        ``OPS_PIPELINE_ALPACA_FEED`` (default ``iex``, the one a free Alpaca account may read)."""
+        feed = DataFeed(os.environ.get("OPS_PIPELINE_ALPACA_FEED", "iex"))
+        request = StockBarsRequest(symbol_or_symbols=tickers, timeframe=TimeFrame.Minute, start=start, end=end, feed=feed)
+        barset = self._call(lambda: self._stocks.get_stock_bars(request), f"1-minute bars of {','.join(tickers)}")
+        found: dict[str, BarSeries] = {}
+        for ticker in tickers:
+            bars = barset.data.get(ticker, [])
+            found[ticker] = BarSeries(
+                ticker=ticker, interval_secs=60,
+                start=np.array([int(b.timestamp.timestamp()) for b in bars], dtype=np.int64),
+                open=np.array([b.open for b in bars], dtype=float), high=np.array([b.high for b in bars], dtype=float),
+                low=np.array([b.low for b in bars], dtype=float), close=np.array([b.close for b in bars], dtype=float),
+                volume=np.array([b.volume for b in bars], dtype=float),
+                quality=BarQuality(path="alpaca:/v2/stocks/bars", rows_read=len(bars), bars_kept=len(bars)))
+        return found
 
     def option_chain(self, ticker: str, now: dt.datetime, *, option_type: OptionType, min_dte: int,
                      max_dte: int) -> list[OptionQuote]:

@@ -30,6 +30,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import anyio
+import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -117,6 +118,17 @@ def parse_price(value: Any, field: str) -> Decimal:  # noqa: ANN401 - JSON or qu
 def _shown(value: Any) -> str:  # noqa: ANN401
     text = repr(value)
     return text if len(text) <= 40 else text[:40] + "…"
+
+
+def _instant(value: str | None, field: str) -> dt.datetime | None:
+    """An RFC 3339 time or a date (naive: UTC, as Alpaca reads it), or a 422 naming ``field``."""
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(f"{field} must be an RFC 3339 time, not {_shown(value)}") from None
+    return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed
 
 
 def _choice(value: Any, field: str, allowed: tuple[str, ...]) -> str:  # noqa: ANN401
@@ -382,13 +394,53 @@ def create_app(exchange: SimulatedExchange, keys: dict[str, ApiKey], market: Mar
                     trades[ticker] = wire.trade_json(price, now)
             return {"trades": trades}
 
+    @app.get("/v2/stocks/bars")
+    def stock_bars(request: Request, symbols: str, timeframe: str, start: str | None = None, end: str | None = None,
+                   limit: int = Query(1000, ge=1, le=10000), page_token: str | None = None, feed: str | None = None,
+                   adjustment: str | None = None, sort: str | None = None, asof: str | None = None,
+                   currency: str | None = None) -> dict[str, Any]:
+        """1-minute bars from the data folder (``timeframe=1Min``) that have closed by the market time:
+        nothing from the future. Paged across symbols as Alpaca does (``next_page_token``)."""
+        _choice(timeframe, "timeframe", ("1Min", "1T"))
+        if sort not in (None, "asc"):
+            raise invalid(f"sort {_shown(sort)} is not supported by this exchange (asc only)")
+        tickers = sorted({t.upper() for t in _symbols(symbols)})
+        if bad := [t for t in tickers if not TICKER_PATTERN.match(t)]:
+            raise invalid(f"symbols: not a symbol: {_shown(bad[0])}")
+        lo, hi = _instant(start, "start"), _instant(end, "end")
+        if page_token is not None and not (page_token.isdigit() and len(page_token) <= 9):
+            raise invalid(f"page_token {_shown(page_token)} is not a token this server gave")
+        offset = int(page_token or 0)
+        with market_call(request) as now:
+            rows: list[tuple[str, int]] = []
+            for ticker in tickers:
+                series = market.bars.get(ticker)
+                if series is None or series.interval_secs != 60:
+                    continue
+                first = 0 if lo is None else int(np.searchsorted(series.start, lo.timestamp(), side="left"))
+                last = series.last_closed_index(now.timestamp())
+                if hi is not None:
+                    last = min(last, int(np.searchsorted(series.start, hi.timestamp(), side="right")) - 1)
+                rows += [(ticker, i) for i in range(first, last + 1)]
+            page = rows[offset:offset + limit]
+            bars: dict[str, list[dict[str, Any]]] = {}
+            for ticker, i in page:
+                s = market.bars[ticker]
+                bars.setdefault(ticker, []).append(wire.bar_json(int(s.start[i]), float(s.open[i]), float(s.high[i]),
+                                                                 float(s.low[i]), float(s.close[i]), float(s.volume[i])))
+            more = offset + limit < len(rows)
+            return {"bars": bars, "next_page_token": str(offset + limit) if more else None}
+
     @app.get("/v2/clock")
     def market_clock(request: Request) -> dict[str, Any]:
-        with market_call(request) as now:
-            sessions = calendar.sessions(exchange_date(now), exchange_date(now) + dt.timedelta(days=10))
-            is_open = calendar.is_open(now)
-            upcoming = [s for s in sessions if s.close > now]
-            next_open = next(s.open for s in upcoming if s.open > now) if upcoming else now
-            return wire.clock_json(now, is_open, next_open, upcoming[0].close if upcoming else now)
+        """Answered without the exchange's lock: a scheduler polling the clock is never held up by
+        another account's option chain being priced."""
+        key_for(request)
+        now = clock.now()
+        sessions = calendar.sessions(exchange_date(now), exchange_date(now) + dt.timedelta(days=10))
+        is_open = calendar.is_open(now)
+        upcoming = [s for s in sessions if s.close > now]
+        next_open = next(s.open for s in upcoming if s.open > now) if upcoming else now
+        return wire.clock_json(now, is_open, next_open, upcoming[0].close if upcoming else now)
 
     return app

@@ -136,6 +136,13 @@ def trade_json(price: Decimal, at: dt.datetime) -> dict[str, Any]:
     return {"t": _t(at), "i": 0, "x": "V", "p": float(price), "s": 100, "c": ["@"], "z": "B"}
 
 
+def bar_json(start_epoch: int, o: float, h: float, low: float, c: float, v: float) -> dict[str, Any]:
+    """Market Data API ``/v2/stocks/bars`` item: ``t`` is the bar's start. The data has no trade
+    count or VWAP: ``n`` and ``vw`` are null."""
+    return {"t": _t(dt.datetime.fromtimestamp(start_epoch, tz=dt.UTC)), "o": o, "h": h, "l": low, "c": c, "v": v,
+            "n": None, "vw": None}
+
+
 def clock_json(now: dt.datetime, is_open: bool, next_open: dt.datetime, next_close: dt.datetime) -> dict[str, Any]:
     """Trading API ``/v2/clock``."""
     return {"timestamp": _t(now), "is_open": is_open, "next_open": _t(next_open), "next_close": _t(next_close)}

@@ -1,0 +1,297 @@
+"""Operating the accounts (seed 002): ``accounts enable|disable|pause|resume|pause-all|resume-all``,
+``kill``, ``status``, ``health``, ``logs``. Thin calls into
+:mod:`ops_pipeline.services.account_states` and :mod:`ops_pipeline.services.operations`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ops_pipeline import logs
+from ops_pipeline.adapters.market_data.calendar import TradingCalendar
+from ops_pipeline.bootstrap import build_live_account, live_market, register_accounts
+from ops_pipeline.cli.admin import accounts_app
+from ops_pipeline.cli.common import (
+    ConfigDir,
+    DatabaseUrl,
+    console,
+    default_database,
+    fail,
+    logs_dir,
+    open_database,
+    setup_logging,
+    table,
+)
+from ops_pipeline.cli.start import selected_configs
+from ops_pipeline.clock import SystemClock
+from ops_pipeline.config.loader import ConfigSource, load_accounts
+from ops_pipeline.domain.gates import MINUS
+from ops_pipeline.domain.states import StateCommand
+from ops_pipeline.domain.values import EXCHANGE_TZ, AccountState, ExecutionMode
+from ops_pipeline.errors import BrokerError, ConfigError, MarketDataError
+from ops_pipeline.services.account_states import StateChange, change_states, operator
+from ops_pipeline.services.operations import AccountStatus, account_statuses
+from ops_pipeline.services.runner import AccountRunner
+
+EXIT_REFUSED = 1
+EXIT_STALE = 1
+FLATTEN_LOCK_WAIT_SECS = 30.0
+
+By = Annotated[str | None, typer.Option("--by", help="Who makes the change (default: user@host).")]
+Reason = Annotated[str, typer.Option("--reason", help="Why (kept with the change).")]
+log = logging.getLogger("ops_pipeline.cli")
+
+
+def _apply(command: StateCommand, names: list[str] | None, database_url: str | None, config_dir: Path | None,
+           by: str | None, reason: str, *, flatten: bool = False, only_from: AccountState | None = None) -> list[StateChange]:
+    db = open_database(database_url, default=default_database(), migrate=True)
+    source = ConfigSource.from_settings(config_dir=config_dir)
+    try:
+        register_accounts(db, source)
+        changes = change_states(db, command, names, by=by or operator(), reason=reason, now=SystemClock().now(),
+                                flatten=flatten, only_from=only_from)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    for change in changes:
+        console.print(change.describe(), markup=False, soft_wrap=True, style="yellow" if change.outcome == "refused" else None)
+    if changes and any(c.outcome == "changed" for c in changes):
+        console.print("takes effect at each account's next run", markup=False)
+    return changes
+
+
+def _one(command: StateCommand) -> Any:
+    def handler(name: Annotated[str, typer.Argument(help="The account.")], database_url: DatabaseUrl = None,
+                config_dir: ConfigDir = None, by: By = None, reason: Reason = "") -> None:
+        changes = _apply(command, [name], database_url, config_dir, by, reason)
+        if any(c.outcome == "refused" for c in changes):
+            raise typer.Exit(EXIT_REFUSED)
+
+    handler.__doc__ = {
+        StateCommand.ENABLE: "Run a disabled account again (seed 002 \"Start tiny account\").",
+        StateCommand.DISABLE: "Stop running an account at all: no runs, positions not managed (seed 002 \"Stop tiny account\").",
+        StateCommand.PAUSE: "No new entries; the position manager still exits positions.",
+        StateCommand.RESUME: "Trade again after a pause or an emergency stop (kill).",
+    }[command]
+    return handler
+
+
+for _command in (StateCommand.ENABLE, StateCommand.DISABLE, StateCommand.PAUSE, StateCommand.RESUME):
+    accounts_app.command(_command.value)(_one(_command))
+
+
+@accounts_app.command("pause-all")
+def pause_all(database_url: DatabaseUrl = None, config_dir: ConfigDir = None, by: By = None, reason: Reason = "") -> None:
+    """Pause every account (seed 002 "Pause all"); disabled and killed accounts are left as they are."""
+    _apply(StateCommand.PAUSE, None, database_url, config_dir, by, reason, only_from=AccountState.ENABLED)
+
+
+@accounts_app.command("resume-all")
+def resume_all(database_url: DatabaseUrl = None, config_dir: ConfigDir = None, by: By = None, reason: Reason = "") -> None:
+    """Resume every paused account (seed 002 "Resume all"). A killed account is resumed by name only."""
+    _apply(StateCommand.RESUME, None, database_url, config_dir, by, reason, only_from=AccountState.PAUSED)
+
+
+def kill(
+    name: Annotated[str | None, typer.Argument(help="The account (or --all).")] = None,
+    all_accounts: Annotated[bool, typer.Option("--all", help="Every account.")] = False,
+    flatten: Annotated[bool, typer.Option("--flatten", help="Also sell every held position at the bid.")] = False,
+    database_url: DatabaseUrl = None,
+    config_dir: ConfigDir = None,
+    by: By = None,
+    reason: Reason = "",
+) -> None:
+    """Emergency stop (seed 002): no new order from the account's next run on, until `accounts resume NAME`.
+
+    With --flatten the position manager also sells every position the account holds, at the bid,
+    through the broker: at once (a position-manager run per account, now, when EXECUTION_MODE=ALPACA_PAPER)
+    and at every later run while the account stays killed.
+    """
+    if all_accounts == (name is not None):
+        raise fail("give an account NAME or --all")
+    changes = _apply(StateCommand.KILL, None if all_accounts else [name], database_url, config_dir, by, reason,
+                     flatten=flatten)
+    if not flatten:
+        return
+    source = ConfigSource.from_settings(config_dir=config_dir)
+    if source.execution_mode is not ExecutionMode.ALPACA_PAPER:
+        console.print("positions are sold at each account's next run", markup=False)
+        return
+    setup_logging(logs_dir() / "operations.log")
+    db = open_database(database_url, default=default_database(), migrate=True)
+    failed = False
+    for change in changes:
+        try:
+            runtime = build_live_account(db=db, account_name=change.account_name, source=source)
+        except (ConfigError, BrokerError, MarketDataError) as exc:
+            console.print(f"{change.account_name}: not flattened now ({exc}); its next run sells", markup=False, soft_wrap=True)
+            failed = True
+            continue
+        result = AccountRunner(db, runtime, lock_wait_secs=FLATTEN_LOCK_WAIT_SECS).run_once(dispatch=False)
+        closed = sum((result.manage.closed or {}).values()) if result.manage else 0
+        left = result.manage.open if result.manage else "?"
+        console.print(f"{change.account_name}: {result.status}; {closed} position(s) sold, {left} still open"
+                      + (f"; {result.error}" if result.error else ""), markup=False, soft_wrap=True)
+        failed |= not result.ok
+    if failed:
+        raise typer.Exit(EXIT_REFUSED)
+
+
+def _market_now(source: ConfigSource, names: list[str]) -> tuple[dt.datetime, str]:
+    """The broker's clock (market time at a paper exchange), else the wall clock; and which it was."""
+    if source.execution_mode is ExecutionMode.ALPACA_PAPER and names:
+        try:
+            clock, _ = live_market(source, names[0])
+            return clock.now(), "broker clock"
+        except (ConfigError, BrokerError, MarketDataError) as exc:
+            console.print(f"broker clock unavailable ({exc}); judged by the wall clock", markup=False, soft_wrap=True,
+                          style="yellow")
+    return SystemClock().now(), "wall clock"
+
+
+def _statuses(database_url: str | None, config_dir: Path | None, accounts: str | None) -> tuple[list[AccountStatus], dt.datetime, str]:
+    source = ConfigSource.from_settings(config_dir=config_dir)
+    configs = selected_configs(source, accounts)
+    db = open_database(database_url, default=default_database(), migrate=True)
+    now, which = _market_now(source, [c.name for c in configs])
+    return account_statuses(db, configs, now, TradingCalendar()), now, which
+
+
+def _money(value: Any) -> str:
+    return f"{MINUS}${abs(value):,.2f}" if value < 0 else f"${value:,.2f}"
+
+
+def _et(ts: dt.datetime | None) -> str:
+    return f"{ts.astimezone(EXCHANGE_TZ):%m-%d %H:%M} ET" if ts else "-"
+
+
+def status(database_url: DatabaseUrl = None, config_dir: ConfigDir = None,
+           accounts: Annotated[str | None, typer.Option("--accounts", help="Comma-separated accounts.")] = None) -> None:
+    """One row per account: state, tier, schedule, last run, positions and exposure against their limits,
+    today's P&L against the daily loss limit, halted or not, the credentials in use (masked)."""
+    rows, now, which = _statuses(database_url, config_dir, accounts)
+    t = table(f"accounts at {now.astimezone(EXCHANGE_TZ):%Y-%m-%d %H:%M:%S} ET ({which})", "account", "state", "tier",
+              "schedule", "last run", ("positions", True), ("exposure", True), ("P&L today / max loss", True), "halted",
+              "health", "credentials")
+    for r in rows:
+        state = r.state + (" + flatten" if r.flatten else "")
+        last = "never" if r.last_run_at is None else (
+            f"{_et(r.last_run_at)} {r.last_run_status}" + (f" {r.last_run_secs:.2f}s" if r.last_run_secs is not None else ""))
+        t.add_row(r.name, state, r.tier, r.schedule, last, f"{r.open_positions}/{r.max_positions}",
+                  f"${r.exposure:,.0f}/${r.max_exposure:,.0f}", f"{_money(r.pnl_today)} / {MINUS}${r.max_daily_loss:,.0f}",
+                  f"yes {_et(r.halted_at)}" if r.halted_at else "no", r.health, r.credentials or "-")
+    console.print(t)
+
+
+def health(database_url: DatabaseUrl = None, config_dir: ConfigDir = None,
+           accounts: Annotated[str | None, typer.Option("--accounts", help="Comma-separated accounts.")] = None) -> None:
+    """Seed 002 "Account Health Check", judged from runs (not trades): active (a run within 15 market
+    minutes), slow (within an hour), stale. Exits 1 when an account that should run is stale."""
+    rows, now, which = _statuses(database_url, config_dir, accounts)
+    t = table(f"health at {now.astimezone(EXCHANGE_TZ):%Y-%m-%d %H:%M} ET ({which})", "account", "state", "last run",
+              ("market minutes since", True), "status")
+    icons = {"active": "✅ Active", "slow": "⚠️ Slow", "stale": "❌ Stale", "disabled": "disabled"}
+    for r in rows:
+        t.add_row(r.name, r.state, _et(r.last_run_at), "-" if r.minutes_since_run is None else str(r.minutes_since_run),
+                  icons[r.health])
+    console.print(t)
+    if any(r.health == "stale" for r in rows):
+        raise typer.Exit(EXIT_STALE)
+
+
+SINCE = re.compile(r"^(\d+)([smhd])$")
+LINE_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)|\"time\": \"([^\"]+)\"")
+
+
+def _since(text: str | None) -> dt.datetime | None:
+    if text is None:
+        return None
+    match = SINCE.match(text.strip())
+    if not match:
+        raise fail(f"--since must look like 30s, 5m, 2h or 1d, not {text!r}")
+    n, unit = int(match.group(1)), match.group(2)
+    return dt.datetime.now() - dt.timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: n})
+
+
+def _line_time(line: str) -> dt.datetime | None:
+    match = LINE_TIME.search(line)
+    if not match:
+        return None
+    if match.group(1):
+        return dt.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromisoformat(match.group(2)).astimezone().replace(tzinfo=None)
+
+
+def log_file_for(name: str, config_dir: Path | None) -> Path:
+    """The log of an account (seed 002 "Separate Log Groups"), or of ``supervisor`` / ``signals``.
+
+    Raises:
+        typer.Exit: an unknown name (exit 2).
+    """
+    if name in ("supervisor", "signals", "operations"):
+        return logs_dir() / f"{name}.log"
+    try:
+        specs = {s.name: s for s in load_accounts(ConfigSource.from_settings(config_dir=config_dir).accounts_file)}
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    if name not in specs:
+        raise fail(f"no account {name!r}; logs: {', '.join([*specs, 'supervisor', 'signals'])}")
+    return logs.account_log_file(logs_dir(), specs[name].tier.value)
+
+
+def show_logs(
+    name: Annotated[str, typer.Argument(help="An account, or supervisor / signals.")],
+    since: Annotated[str | None, typer.Option("--since", help="Only lines of the last 30s, 5m, 2h, 1d.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C stops).")] = False,
+    grep: Annotated[str | None, typer.Option("--grep", help="Only lines containing this text.")] = None,
+    config_dir: ConfigDir = None,
+) -> None:
+    """An account's log (.ops-pipeline/logs/dispatcher-{tier}.log; large: dispatcher.log), rotated files included."""
+    path = log_file_for(name, config_dir)
+    start = _since(since)
+    files = [p for p in (Path(f"{path}.{i}") for i in range(logs.BACKUPS, 0, -1)) if p.exists()]
+    if path.exists():
+        files.append(path)
+    if not files and not follow:
+        raise fail(f"no log yet at {path}")
+
+    def keep(line: str) -> bool:
+        if grep is not None and grep not in line:
+            return False
+        if start is not None:
+            at = _line_time(line)
+            return at is None or at >= start
+        return True
+
+    for f in files:
+        with f.open(encoding="utf-8", errors="replace") as stream:
+            for line in stream:
+                if keep(line):
+                    console.print(line.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+    if not follow:
+        return
+    position = path.stat().st_size if path.exists() else 0
+    inode = path.stat().st_ino if path.exists() else None
+    try:
+        while True:
+            time.sleep(0.5)
+            if not path.exists():
+                continue
+            stat = path.stat()
+            if stat.st_ino != inode or stat.st_size < position:
+                position, inode = 0, stat.st_ino
+            if stat.st_size > position:
+                with path.open(encoding="utf-8", errors="replace") as stream:
+                    stream.seek(position)
+                    for line in stream:
+                        if keep(line):
+                            console.print(line.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+                    position = stream.tell()
+    except KeyboardInterrupt:
+        return
+

@@ -1,0 +1,1 @@
+"""HTTP endpoints ops-pipeline serves itself (the paper exchange lives under adapters/brokers)."""
