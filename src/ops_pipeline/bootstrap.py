@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 from collections.abc import Callable
 from decimal import Decimal
@@ -25,7 +24,7 @@ from ops_pipeline.adapters.market_data.calendar import Session, TradingCalendar,
 from ops_pipeline.adapters.market_data.chains import ChainStore
 from ops_pipeline.adapters.market_data.quotes import HistoricalMarketData
 from ops_pipeline.clock import SimulatedClock, SystemClock
-from ops_pipeline.config.loader import ConfigSource, load_accounts, load_all, load_credentials, value_sources
+from ops_pipeline.config.loader import ConfigSource, account_spec, load_accounts, load_all, load_credentials, value_sources
 from ops_pipeline.config.secrets import Credentials, read_private_file
 from ops_pipeline.config.watcher import ConfigChange, ConfigWatcher, Recorder
 from ops_pipeline.config.models import AccountConfig, AccountSpec
@@ -415,10 +414,7 @@ def live_market(source: ConfigSource, account_name: str) -> tuple[BrokerClock, A
     if source.execution_mode is not ExecutionMode.ALPACA_PAPER:
         raise ConfigError("live runs trade through Alpaca: set EXECUTION_MODE=ALPACA_PAPER "
                           "(the simulated broker runs in `ops-pipeline replay` and behind `paper-exchange serve`)")
-    specs = {s.name: s for s in load_accounts(source.accounts_file)}
-    if account_name not in specs:
-        raise ConfigError(f"no account {account_name!r}; accounts: {', '.join(specs)}")
-    credentials, _ = load_credentials(specs[account_name], source)
+    credentials, _ = load_credentials(account_spec(source.accounts_file, account_name), source)
     key, secret = credentials.api_key.get_secret_value(), credentials.api_secret.get_secret_value()
     trading_url, data_url = alpaca_urls()
     timeout = alpaca_timeout_secs()

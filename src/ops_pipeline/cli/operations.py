@@ -30,7 +30,7 @@ from ops_pipeline.cli.common import (
 )
 from ops_pipeline.cli.start import selected_configs
 from ops_pipeline.clock import SystemClock
-from ops_pipeline.config.loader import ConfigSource, load_accounts
+from ops_pipeline.config.loader import ConfigSource, account_spec
 from ops_pipeline.domain.gates import MINUS
 from ops_pipeline.domain.states import StateCommand
 from ops_pipeline.domain.values import EXCHANGE_TZ, AccountState, ExecutionMode
@@ -236,12 +236,10 @@ def log_file_for(name: str, config_dir: Path | None) -> Path:
     if name in ("supervisor", "signals", "operations"):
         return logs_dir() / f"{name}.log"
     try:
-        specs = {s.name: s for s in load_accounts(ConfigSource.from_settings(config_dir=config_dir).accounts_file)}
+        spec = account_spec(ConfigSource.from_settings(config_dir=config_dir).accounts_file, name)
     except ConfigError as exc:
-        raise fail(str(exc)) from None
-    if name not in specs:
-        raise fail(f"no account {name!r}; logs: {', '.join([*specs, 'supervisor', 'signals'])}")
-    return logs.account_log_file(logs_dir(), specs[name].tier.value)
+        raise fail(f"{exc} (or supervisor, signals, operations)") from None
+    return logs.account_log_file(logs_dir(), spec.tier.value)
 
 
 def show_logs(

@@ -22,7 +22,7 @@ from ops_pipeline.cli.common import (
     open_database,
     setup_logging,
 )
-from ops_pipeline.config.loader import ConfigSource, load_accounts
+from ops_pipeline.config.loader import ConfigSource, account_spec
 from ops_pipeline.errors import BrokerError, ConfigError, MarketDataError
 from ops_pipeline.services.runner import AccountRunner, AccountRunResult
 
@@ -79,12 +79,9 @@ def run_account(
 def _tier(source: ConfigSource, account: str) -> str:
     """The account's tier (its log file is named after it), or exit 2 naming the accounts."""
     try:
-        specs = {s.name: s for s in load_accounts(source.accounts_file)}
+        return account_spec(source.accounts_file, account).tier.value
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    if account not in specs:
-        raise fail(f"no account {account!r}; accounts: {', '.join(specs)}")
-    return specs[account].tier.value
 
 
 def _print(result: AccountRunResult) -> None:

@@ -28,7 +28,7 @@ from ops_pipeline.cli.common import (
     setup_logging,
     work_dir,
 )
-from ops_pipeline.config.loader import ConfigSource, load_accounts, load_all, load_signal_settings
+from ops_pipeline.config.loader import ConfigSource, account_spec, load_all, load_signal_settings
 from ops_pipeline.config.models import Schedule
 from ops_pipeline.errors import BrokerError, ConfigError, MarketDataError
 from ops_pipeline.services.live_signals import LiveSignalEngine
@@ -146,7 +146,7 @@ def worker(
             setup_logging(logs_dir() / "signals.log", log_format.value, console_errors=False)
             run = _signal_runs(database_url, source)
         elif account:
-            tier = _tier_of(source, account)
+            tier = account_spec(source.accounts_file, account).tier.value
             setup_logging(logs.account_log_file(logs_dir(), tier), log_format.value, console_errors=False)
             run = _account_runs(database_url, source, account)
         else:
@@ -157,13 +157,6 @@ def worker(
         protocol.send(event="failed", error=message)
         raise typer.Exit(EXIT_CANNOT_START) from None
     serve(protocol, run)
-
-
-def _tier_of(source: ConfigSource, account: str) -> str:
-    specs = {s.name: s for s in load_accounts(source.accounts_file)}
-    if account not in specs:
-        raise ConfigError(f"no account {account!r}; accounts: {', '.join(specs)}")
-    return specs[account].tier.value
 
 
 def _account_runs(database_url: str | None, source: ConfigSource, account: str) -> Any:

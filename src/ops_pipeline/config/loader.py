@@ -180,18 +180,27 @@ class ConfigSource:
         return f"{self.secret_prefix}/{tier.value}", self.secret_prefix
 
 
+def _read_accounts_file(path: Path) -> dict[str, Any]:
+    """The accounts file's TOML.
+
+    Raises:
+        ConfigError: missing file or bad TOML.
+    """
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"accounts file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+
+
 def load_accounts(path: Path) -> list[AccountSpec]:
     """Read the accounts file.
 
     Raises:
         ConfigError: missing file, bad TOML, duplicate names, or invalid entries (all listed).
     """
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"accounts file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    data = _read_accounts_file(path)
     unknown = sorted(set(data) - {"accounts", "stores", "signals"})
     problems = [f"{key}: unknown top-level key" for key in unknown]
     specs: list[AccountSpec] = []
@@ -209,6 +218,18 @@ def load_accounts(path: Path) -> list[AccountSpec]:
     return specs
 
 
+def account_spec(path: Path, name: str) -> AccountSpec:
+    """The account ``name`` of the accounts file.
+
+    Raises:
+        ConfigError: the file is missing or invalid, or declares no such account (its accounts named).
+    """
+    specs = {s.name: s for s in load_accounts(path)}
+    if name not in specs:
+        raise ConfigError(f"no account {name!r}; accounts: {', '.join(specs)}")
+    return specs[name]
+
+
 def load_signal_settings(path: Path) -> SignalSettings:
     """The accounts file's ``[signals]`` table (defaults when absent).
 
@@ -216,13 +237,7 @@ def load_signal_settings(path: Path) -> SignalSettings:
         ConfigError: missing file, bad TOML, or invalid settings (all listed).
     """
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"accounts file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
-    try:
-        return SignalSettings.model_validate(data.get("signals", {}))
+        return SignalSettings.model_validate(_read_accounts_file(path).get("signals", {}))
     except ValidationError as exc:
         raise ConfigError.from_validation(exc, source=f"{path} [signals]") from None
 

@@ -120,7 +120,8 @@ class Dispatcher:
             status = "ok"
             try:
                 with self.db.read() as conn:
-                    state = AccountState(SharedRepository(conn).account_state(name) or "enabled")
+                    registered = SharedRepository(conn).registration(name)
+                    state = AccountState(registered.state if registered is not None else "enabled")
                     halt = AccountRepository(conn, name).daily_loss_halt(exchange_date(now))
                 self._settle(now, state, halt, summary)
                 with self.db.transaction() as conn:

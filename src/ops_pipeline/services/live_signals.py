@@ -101,8 +101,7 @@ class LiveSignalEngine:
         for ticker, new in fresh.items():
             old = self._cache.get(ticker)
             if old is not None and len(old):
-                keep = new.start > old.start[-1]
-                new = _concat(old, new, keep)
+                new = _append(old, _take(new, new.start > old.start[-1]))
             read += len(new) - (len(old) if old is not None else 0)
             self._cache[ticker] = new
         return read
@@ -115,17 +114,19 @@ class LiveSignalEngine:
         days = {exchange_date(dt.datetime.fromtimestamp(int(t), dt.UTC)) for t in (series.start[0], series.start[-1])}
         for s in self.calendar.sessions(min(days), max(days)):
             keep |= (series.start >= s.open.timestamp()) & (series.start + series.interval_secs <= s.close.timestamp())
-        return series if keep.all() else _concat(series, series, np.zeros(len(series), dtype=bool), keep)
+        return series if keep.all() else _take(series, keep)
 
 
-def _concat(old: BarSeries, new: BarSeries, take_new: np.ndarray, take_old: np.ndarray | None = None) -> BarSeries:
-    """``old`` (rows ``take_old``, default all) followed by the rows ``take_new`` of ``new``."""
-    mask = np.ones(len(old), dtype=bool) if take_old is None else take_old
+FIELDS = ("start", "open", "high", "low", "close", "volume")
 
-    def join(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.concatenate((a[mask], b[take_new]))
 
-    return BarSeries(ticker=old.ticker, interval_secs=old.interval_secs, start=join(old.start, new.start),
-                     open=join(old.open, new.open), high=join(old.high, new.high), low=join(old.low, new.low),
-                     close=join(old.close, new.close), volume=join(old.volume, new.volume),
-                     quality=BarQuality(path=old.quality.path))
+def _take(series: BarSeries, mask: np.ndarray) -> BarSeries:
+    """The rows of ``series`` where ``mask`` is true."""
+    return BarSeries(ticker=series.ticker, interval_secs=series.interval_secs, quality=BarQuality(path=series.quality.path),
+                     **{f: getattr(series, f)[mask] for f in FIELDS})
+
+
+def _append(old: BarSeries, new: BarSeries) -> BarSeries:
+    """``old`` followed by ``new``."""
+    return BarSeries(ticker=old.ticker, interval_secs=old.interval_secs, quality=BarQuality(path=old.quality.path),
+                     **{f: np.concatenate((getattr(old, f), getattr(new, f))) for f in FIELDS})

@@ -300,7 +300,7 @@ class PositionManager:
         Sets the latch if the loss is reached; writes only then."""
         with self.db.read() as conn:
             halt = AccountRepository(conn, self.config.name).daily_loss_halt(exchange_date(now))
-            registered = SharedRepository(conn).account_states().get(self.config.name)
+            registered = SharedRepository(conn).registration(self.config.name)
         if halt is None:
             realized, unrealized = self._day_pnl(now)
             if loss_reached(self.config, realized, unrealized):

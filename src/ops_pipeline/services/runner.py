@@ -95,7 +95,7 @@ class AccountRunner:
 
     def _locked(self, dispatch: bool) -> AccountRunResult:
         with self.db.read() as conn:
-            registered = SharedRepository(conn).account_states().get(self.name)
+            registered = SharedRepository(conn).registration(self.name)
         if registered is not None and registered.state == AccountState.DISABLED.value:
             self.log.info("account is disabled: not run (`ops-pipeline accounts enable %s` starts it again)", self.name)
             return AccountRunResult(self.name, "disabled", error="account is disabled")

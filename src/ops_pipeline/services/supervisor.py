@@ -220,9 +220,12 @@ class Supervisor:
             return None
 
     def _wait(self, secs: float) -> None:
-        """Sleep up to ``secs`` real seconds, handling worker events as they come."""
-        deadline = self.monotonic() + secs
-        while not self.stopping.is_set():
+        """Sleep up to ``secs`` real seconds, handling worker events and deadlines as they come."""
+        self._pump(self.monotonic() + secs, lambda: self.stopping.is_set(), housekeeping=True)
+
+    def _pump(self, deadline: float, done: Callable[[], bool], housekeeping: bool = False) -> None:
+        """Handle worker events until ``done()`` or the real-time ``deadline``."""
+        while not done():
             left = deadline - self.monotonic()
             if left <= 0:
                 return
@@ -230,7 +233,8 @@ class Supervisor:
                 self._handle(*self.events.get(timeout=min(left, TICK_SECS)))
             except queue.Empty:
                 pass
-            self._housekeeping()
+            if housekeeping:
+                self._housekeeping()
 
     # --- firing a minute --------------------------------------------------------------------------
     def _fire(self, minute: dt.datetime) -> None:
@@ -238,12 +242,8 @@ class Supervisor:
         signals = next((w for w in due if w.job.name == SIGNALS), None)
         if signals is not None and self._send(signals, minute):
             minute_real = 60 / max(self.timer.speed, 1e-9)
-            deadline = self.monotonic() + min(SIGNAL_WAIT_SECS, minute_real / 4)
-            while signals.busy_minute is not None and self.monotonic() < deadline and not self.stopping.is_set():
-                try:
-                    self._handle(*self.events.get(timeout=max(0.0, min(deadline - self.monotonic(), TICK_SECS))))
-                except queue.Empty:
-                    pass
+            self._pump(self.monotonic() + min(SIGNAL_WAIT_SECS, minute_real / 4),
+                       lambda: signals.busy_minute is None or self.stopping.is_set())
         for worker in due:
             if worker is not signals:
                 self._send(worker, minute)
@@ -309,12 +309,8 @@ class Supervisor:
         busy = [w for w in self.workers.values() if w.busy_minute is not None and w.alive]
         if busy:
             log.info("stopping: waiting for the runs in progress (%s)", ", ".join(w.job.name for w in busy))
-        deadline = self.monotonic() + self.settings.run_deadline_secs
-        while any(w.busy_minute is not None and w.alive for w in self.workers.values()) and self.monotonic() < deadline:
-            try:
-                self._handle(*self.events.get(timeout=TICK_SECS))
-            except queue.Empty:
-                pass
+        self._pump(self.monotonic() + self.settings.run_deadline_secs,
+                   lambda: not any(w.busy_minute is not None and w.alive for w in self.workers.values()))
         for worker in self.workers.values():
             worker.close(STOP_WAIT_SECS)
         log.info("stopped")

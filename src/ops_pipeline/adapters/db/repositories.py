@@ -8,7 +8,7 @@ all accounts share (recommendations, the account registry).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -92,10 +92,10 @@ class SharedRepository:
             "created_at": now, "notes": notes, "is_active": True,
         }, ("account_name",))
 
-    def account_state(self, name: str) -> str | None:
-        return self.conn.execute(
-            select(trading_accounts.c.state).where(trading_accounts.c.account_name == name)
-        ).scalar_one_or_none()
+    def registration(self, name: str) -> Any:
+        """One registered account's ``(account_name, tier, state, flatten)``, or None."""
+        t = trading_accounts.c
+        return self.conn.execute(select(t.account_name, t.tier, t.state, t.flatten).where(t.account_name == name)).first()
 
     def account_states(self) -> dict[str, Any]:
         """Every registered account's ``(account_name, tier, state, flatten)``, by name."""
