@@ -28,7 +28,7 @@ from ops_pipeline.cli.common import (
     setup_logging,
     work_dir,
 )
-from ops_pipeline.config.loader import ConfigSource, account_spec, load_all, load_signal_settings
+from ops_pipeline.config.loader import ConfigSource, account_spec, load_accounts, load_all, load_signal_settings
 from ops_pipeline.config.models import Schedule
 from ops_pipeline.errors import BrokerError, ConfigError, MarketDataError
 from ops_pipeline.services.live_signals import LiveSignalEngine
@@ -185,8 +185,7 @@ def _account_runs(database_url: str | None, source: ConfigSource, account: str) 
 
 def _signal_runs(database_url: str | None, source: ConfigSource) -> Any:
     db = open_database(database_url, default=default_database())
-    specs = load_all(source)
-    clock, market = live_market(source, specs[0].name)
+    clock, market = live_market(source, load_accounts(source.accounts_file)[0].name)  # its clock and bars
     engine = LiveSignalEngine(db, market, load_signal_settings(source.accounts_file).tickers, TradingCalendar())
 
     def run() -> dict[str, Any]:
