@@ -181,6 +181,23 @@ def test_market_data_and_clock_failures_end_the_run_cleanly_and_the_next_run_tra
     assert audit(db, account_config(config, LARGE), exchange.client(LARGE)) == []
 
 
+def test_a_run_without_a_market_clock_is_recorded_at_the_market_time_last_read(live, monkeypatch):
+    """Not at the wall clock: at a paper exchange that is months away from market time, and status
+    and health would take the failed run for the account's latest by far."""
+    config, exchange, proxy, db = live
+    for name, value in cli_env(config, proxy.url, LARGE).items():
+        monkeypatch.setenv(name, value)
+    source = ConfigSource.from_settings(StoreSettings(), config_dir=config)
+    runner = AccountRunner(db, build_live_account(db=db, account_name=LARGE.name, source=source))
+    market = runner.run_once().at
+    proxy.arm(Fault("GET", r"/v2/clock", "answer_before", 500, times=40))
+    assert runner.run_once().at == market
+    fresh = AccountRunner(db, build_live_account(db=db, account_name=LARGE.name, source=source))  # a new process
+    assert fresh.run_once().at == market
+    errors = [r.started_at for r in rows(db, dispatch_runs) if r.status == "error"]
+    assert errors == [market, market]
+
+
 def test_the_loop_goes_on_after_a_failed_run(live, monkeypatch):
     """The runner a loop calls: a run that fails on market data is followed by one that trades."""
     config, exchange, proxy, db = live

@@ -170,6 +170,14 @@ def _et(ts: dt.datetime | None) -> str:
     return f"{ts.astimezone(EXCHANGE_TZ):%m-%d %H:%M} ET" if ts else "-"
 
 
+def _short_credentials(r: AccountStatus) -> str:
+    """``key …0001 from ops-pipeline/alpaca/large``: the masked key and the secret it came from
+    (the run's full label also names the version and where the store found it)."""
+    if not r.credentials:
+        return "-"
+    return r.credentials.split(" (")[0].removeprefix(f"account {r.name}, ")
+
+
 def status(database_url: DatabaseUrl = None, config_dir: ConfigDir = None,
            accounts: Annotated[str | None, typer.Option("--accounts", help="Comma-separated accounts.")] = None) -> None:
     """One row per account: state, tier, schedule, last run, positions and exposure against their limits,
@@ -184,7 +192,7 @@ def status(database_url: DatabaseUrl = None, config_dir: ConfigDir = None,
             f"{_et(r.last_run_at)} {r.last_run_status}" + (f" {r.last_run_secs:.2f}s" if r.last_run_secs is not None else ""))
         t.add_row(r.name, state, r.tier, r.schedule, last, f"{r.open_positions}/{r.max_positions}",
                   f"${r.exposure:,.0f}/${r.max_exposure:,.0f}", f"{_money(r.pnl_today)} / {MINUS}${r.max_daily_loss:,.0f}",
-                  f"yes {_et(r.halted_at)}" if r.halted_at else "no", r.health, r.credentials or "-")
+                  f"yes {_et(r.halted_at)}" if r.halted_at else "no", r.health, _short_credentials(r))
     console.print(t)
 
 

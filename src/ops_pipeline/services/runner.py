@@ -69,7 +69,8 @@ class AccountRunner:
 
     Args:
         lock_wait_secs: seconds to wait for a run of the same account to finish before giving up.
-        wall_clock: the time used to record a run whose market clock could not be read.
+        wall_clock: the time used to record a run whose market clock could not be read, when the
+            account has never run (else the market time last read).
     """
 
     def __init__(self, db: Database, runtime: AccountRuntime, *, lock_wait_secs: float = 5.0,
@@ -78,6 +79,7 @@ class AccountRunner:
         self.runtime = runtime
         self.lock_wait_secs = lock_wait_secs
         self.wall_clock = wall_clock or SystemClock()
+        self._last_now: dt.datetime | None = None
         self.log = account_log("runner", runtime.config.name)
 
     @property
@@ -102,7 +104,8 @@ class AccountRunner:
         try:
             now = self.runtime.dispatcher.clock.now()
         except (MarketDataError, BrokerError) as exc:
-            return self._failed(self.wall_clock.now(), f"market clock unavailable: {exc}")
+            return self._failed(self._market_time_before(), f"market clock unavailable: {exc}")
+        self._last_now = now
         result = AccountRunResult(self.name, "ok", now)
         with self.db.transaction() as conn:
             abandoned = AccountRepository(conn, self.name).abandon_running_runs(now)
@@ -125,6 +128,17 @@ class AccountRunner:
             if result.dispatch.error:
                 result.status, result.error = "error", f"dispatcher: {result.dispatch.error}"
         return result
+
+    def _market_time_before(self) -> dt.datetime:
+        """When to record a run whose market clock could not be read: the market time last read (in
+        this process, else the account's latest run), so the failed run sorts after the runs before
+        it and not hours ahead of them when the market runs on a paper exchange's faster clock; the
+        wall clock only when the account never ran."""
+        if self._last_now is not None:
+            return self._last_now
+        with self.db.read() as conn:
+            last = AccountRepository(conn, self.name).latest_run()
+        return last.started_at if last is not None else self.wall_clock.now()
 
     def _failed(self, at: dt.datetime, error: str, result: AccountRunResult | None = None) -> AccountRunResult:
         """Record a run that could not start its services, and return it as an error."""
