@@ -136,7 +136,7 @@ def load_market(data_dir: Path, interval_minutes: int, tickers: list[str] | None
         if len(series):
             quality[-1].first_date = exchange_date(epoch_to_utc(series.start[0]))
             quality[-1].last_date = exchange_date(epoch_to_utc(series.start[-1]))
-    chains = ChainStore(data_dir / "option_chains", calendar, frozenset(bars))
+    chains = ChainStore(data_dir / "option_chains", calendar, frozenset(bars), bars)
     return HistoricalMarketData(bars, chains, calendar, max_quote_age), quality
 
 

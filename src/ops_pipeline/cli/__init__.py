@@ -8,7 +8,8 @@
 - :mod:`.start`: ``start`` (every account on its schedule, supervised), ``worker`` (its processes);
 - :mod:`.operations`: ``accounts enable|disable|pause|resume|pause-all|resume-all``, ``kill``,
   ``status``, ``health``, ``logs``;
-- :mod:`.recommendations`: ``recommendations import``.
+- :mod:`.recommendations`: ``recommendations import``;
+- :mod:`.data`: ``data check-quotes``, ``data lags``.
 
 Help text is printed literally (no Rich markup: ``NAME:KEY:BALANCE`` is not an emoji code).
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import typer
 
-from ops_pipeline.cli import admin, config, exchange, operations, recommendations, start
+from ops_pipeline.cli import admin, config, data, exchange, operations, recommendations, start
 from ops_pipeline.cli import replay as replay_cli
 from ops_pipeline.cli import run as run_cli
 
@@ -37,6 +38,7 @@ app.add_typer(admin.db_app, name="db")
 app.add_typer(admin.accounts_app, name="accounts")
 app.add_typer(config.app, name="config")
 app.add_typer(exchange.app, name="paper-exchange")
+app.add_typer(data.app, name="data")
 
 
 def main() -> None:

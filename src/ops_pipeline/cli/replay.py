@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import inspect, text
 
 from ops_pipeline.adapters.db.database import Database, replace_sqlite_file, sqlite_url
+from ops_pipeline.adapters.market_data.calendar import to_exchange
 from ops_pipeline.cli.common import (
     ConfigDir,
     DatabaseUrl,
@@ -158,6 +159,16 @@ def replay(
     }
     configs = [a.config for a in rig.accounts]
     report_data = build_report(db, configs, meta)
+    used = {name for a in report_data["accounts"] for name in a["real_fill_snapshots"]}
+    lags = [t for t in rig.market.chains.timings(parse_all=False) if t.name in used]
+    meta["fill_snapshot_lags"] = [{"snapshot": t.name, "file_time_et": f"{to_exchange(t.taken_at):%Y-%m-%d %H:%M:%S}",
+                                   "quote_time_et": f"{to_exchange(t.quote_time):%Y-%m-%d %H:%M:%S}",
+                                   "lag_min": round(t.lag.total_seconds() / 60, 1), "found_by": t.source} for t in lags]
+    if lags:
+        minutes = sorted(t.lag.total_seconds() / 60 for t in lags)
+        notes.append(f"real entry fills used {len(lags)} snapshots whose quotes were {minutes[0]:.0f}-{minutes[-1]:.0f} min "
+                     f"older than their files (median {minutes[len(minutes) // 2]:.0f}); quotes are stamped with their own "
+                     "time (ops-pipeline data lags; report.json meta.fill_snapshot_lags)")
     render(report_data, console)
     console.print(f"{stats.sessions} sessions, {stats.bars} bars, {stats.recommendations} recommendations, "
                   f"{stats.dispatcher_runs} dispatcher and {stats.position_manager_runs} position-manager runs in "

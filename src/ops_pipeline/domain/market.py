@@ -16,9 +16,11 @@ from ops_pipeline.domain.values import Action, OccSymbol, StrategyType
 class QuoteSource(StrEnum):
     """Where an option quote came from.
 
-    ``real``: a recorded option-chain snapshot (no older than the quote-age limit).
-    ``modelled``: Black-Scholes from the underlying price with the implied volatility of the
-    nearest real chain (see ``adapters/market_data/quotes.py``).
+    ``real``: a recorded option-chain snapshot, stamped with the time its quotes were taken (no
+    older than the quote-age limit).
+    ``modelled``: Black-Scholes from the underlying price with the contract's latest listed
+    implied volatility (else the nearest chain's smile) and the nearest real contracts' spread
+    (see ``adapters/market_data/quotes.py`` and docs/quotes.md).
     """
 
     REAL = "real"

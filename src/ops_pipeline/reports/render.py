@@ -86,10 +86,23 @@ def render(report: dict[str, Any], console: Console) -> None:
     console.print(d)
 
     fills = report["fills_by_quote"]
+    errors = report.get("model_mid_error_pct", {})
     console.print(f"Fills (entries and exits) by quote: real {fills.get('real', 0)}, modelled {fills.get('modelled', 0)}"
                   + ("" if not fills.get("modelled") else
-                     "  — modelled quotes are Black-Scholes from the underlying with the implied volatility of the "
-                     "nearest real chain (no real quote within the age limit)"))
+                     "  — modelled quotes are Black-Scholes from the underlying with the volatility and spread of the "
+                     "nearest real chains (no real quote within the age limit); median mid error against real chains "
+                     "in brackets (ops-pipeline data check-quotes)"))
+    for a in accounts:
+        by_dte = a.get("modelled_fills_by_dte") or {}
+        if not by_dte:
+            continue
+        parts = ", ".join(f"{bucket} DTE {n} (±{errors.get(bucket, float('nan')):.0f} %)" for bucket, n in by_dte.items())
+        total = sum(a["fills_by_quote"].values())
+        console.print(f"  {a['account_name']}: {sum(by_dte.values())} of {total} fills modelled: {parts}", markup=False)
+        if a.get("mostly_modelled_same_day"):
+            console.print(f"[yellow]  {a['account_name']}: most of its fills are modelled 0-1 DTE quotes, where the model "
+                          f"is off by a median {errors.get('0-1', float('nan')):.0f} %: its P&L rests on the model, "
+                          "not on real prices[/]")
     for note in meta.get("data_notes", []):
         console.print(f"[dim]data: {note}[/]")
     for a in accounts:

@@ -10,10 +10,32 @@ from decimal import Decimal
 from typing import Any
 
 from ops_pipeline.adapters.db.database import Database
+from ops_pipeline.adapters.market_data.calendar import exchange_date
+from ops_pipeline.adapters.market_data.quotes import DTE_BUCKETS, dte_bucket
 from ops_pipeline.adapters.db.repositories import FILLED, AccountRepository
 from ops_pipeline.config.models import AccountConfig
-from ops_pipeline.domain.values import money
+from ops_pipeline.domain.values import OccSymbol, money
 from ops_pipeline.reports.invariants import check_account, check_consistency, daily_loss_days
+
+
+MODEL_MID_ERROR_PCT = {"0-1": 16.0, "2-6": 22.1, "7-30": 10.5, "31+": 8.5}
+"""The quote model's median mid error against the real chains per DTE bucket, percent, for |delta|
+0.30-0.60 with volatility from chains at least a day old: ``ops-pipeline data check-quotes`` on
+``../shared/data`` (docs/quotes.md, 2026-11-21). Printed beside every modelled fill count."""
+MOSTLY = 0.5
+
+
+def modelled_fills_by_dte(executions: list[Any], closed: list[Any]) -> dict[str, int]:
+    """Filled entries and exits priced on modelled quotes, per DTE bucket at the fill (exchange date)."""
+    counts: Counter[str] = Counter()
+    for e in executions:
+        if e.quote_source == "modelled":
+            days = (OccSymbol.parse(e.option_symbol).expiration - exchange_date(e.filled_at or e.simulated_ts)).days
+            counts[DTE_BUCKETS[int(dte_bucket(days))]] += 1
+    for p in closed:
+        if p.exit_quote_source == "modelled" and p.closed_at is not None:
+            counts[DTE_BUCKETS[int(dte_bucket((p.expiration_date - exchange_date(p.closed_at)).days))]] += 1
+    return {bucket: counts[bucket] for bucket in DTE_BUCKETS if counts[bucket]}
 
 
 def _dollars(value: Decimal | int | float | None) -> float | None:
@@ -78,6 +100,9 @@ def account_report(db: Database, config: AccountConfig) -> dict[str, Any]:
         "exits": dict(sorted(Counter(p.exit_reason for p in closed).items())),
         "rejections": dict(sorted(rejections.items(), key=lambda kv: (-kv[1], kv[0]))),
         "fills_by_quote": dict(sorted(fills.items())),
+        "real_fill_snapshots": sorted({e.quote_snapshot for e in executions if e.quote_snapshot}),
+        "modelled_fills_by_dte": (modelled := modelled_fills_by_dte(executions, closed)),
+        "mostly_modelled_same_day": sum(fills.values()) > 0 and modelled.get("0-1", 0) > MOSTLY * sum(fills.values()),
         "risk_pct_day": risk.risk_pct_day,
         "risk_pct_swing": risk.risk_pct_swing,
         "limit_violations": problems,
@@ -117,4 +142,5 @@ def build_report(db: Database, configs: list[AccountConfig], meta: dict[str, Any
         "accounts": accounts,
         "tier_validation": tier_validation(accounts),
         "fills_by_quote": dict(sorted(fills.items())),
+        "model_mid_error_pct": MODEL_MID_ERROR_PCT,
     }

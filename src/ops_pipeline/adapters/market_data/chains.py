@@ -1,48 +1,107 @@
 """Option-chain snapshots of ``data/option_chains`` (one gzip'd CSV per snapshot).
 
-A file's name is its snapshot time in US/Eastern: ``20260316T114406ET_c93544c3.csv.gz``.
+A file's name is the time it was written, US/Eastern: ``20260316T114406ET_c93544c3.csv.gz``.
 Columns are read by name, so every header variant works; required: ``strike``, ``bid``, ``ask``,
 ``expiration``, and either ``contractSymbol`` or ``ticker`` + ``type`` (the OCC symbol is then built
 from ticker, expiration, type and strike). Optional: ``volume``, ``openInterest``, ``spot_price``.
 
-Faults handled (data README): a missing or zero bid is kept as *no bid* (``bid = 0``, never
-selected, never sold into); yfinance's ``impliedVolatility`` is ignored (junk ≈ 2.0 or 0.00001 for
-many contracts) and implied volatility is inferred from each contract's mid price instead; rows
-with no strike, expiration or ask are dropped; snapshots outside regular hours are ignored.
+Faults handled (data README):
+
+- **Quote time.** The option quotes in a file are older than its name and its ``spot_price``
+  (about 30 minutes in ``../shared/data``). Each snapshot's underlying price at quote time is implied
+  by put-call parity of its near-the-money pairs (:func:`parity_spot`); matched against the
+  underlying's bars it gives the file's quote time (:func:`choose_lags`). Quotes are stamped, ordered
+  and aged by that time, and implied volatility is inferred against that underlying price.
+- A missing or zero bid is kept as *no bid* (``bid = 0``, never selected, never sold into).
+- yfinance's ``impliedVolatility`` is ignored (junk ≈ 2.0 or 0.00001 for many contracts); implied
+  volatility is inferred from each contract's mid instead.
+- Rows with no strike, expiration or ask are dropped; files outside regular hours are ignored.
 """
 
 from __future__ import annotations
 
 import bisect
 import datetime as dt
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ops_pipeline.adapters.market_data.calendar import TradingCalendar, from_exchange
-from ops_pipeline.domain.pricing import implied_vol
+from ops_pipeline.adapters.market_data.bars import BarSeries
+from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange_date, from_exchange
+from ops_pipeline.domain.pricing import RISK_FREE_RATE, implied_vol
 from ops_pipeline.errors import DataError
 
 _NAME_RE = re.compile(r"^(\d{8}T\d{6})ET_[0-9a-f]+\.csv\.gz$")
 _OCC_ROOT_RE = re.compile(r"^([A-Z.]+)\d{6}[CP]\d{8}$")
 YEAR_SECS = 365.0 * 24 * 3600
 
+MAX_LAG_MINUTES = 90
+"""The longest quote lag searched for, minutes before the file's time."""
+PARITY_MONEYNESS = 0.01
+"""Pairs with a strike within 1 % of ``spot_price`` enter the parity estimate."""
+PARITY_MAX_DAYS = 4.0
+"""Only expirations at most 4 days out: rates and dividends (SPY goes ex on 03-20) barely matter there."""
+LAG_TOLERANCE_BP = 0.5
+"""Lags whose bar close is within this many basis points of the best match fit equally well; the
+one nearest the day's lag is taken."""
+
+
+class LagSource:
+    """How a snapshot's quote time was found (values of :attr:`SnapshotTiming.source`)."""
+
+    PARITY = "parity"  # its own parity spot matched against bars
+    DAY = "day"  # no bars to match: the lag of its day's matched snapshots
+    NONE = "none"  # nothing to match on that day: the file's time
+
+
+@dataclass(frozen=True)
+class SnapshotTiming:
+    """When one snapshot file's option quotes were taken.
+
+    Attributes:
+        name: file name.
+        taken_at: the time in the file name (when the file was written), aware.
+        quote_time: estimated time of its option quotes, aware; ``taken_at - lag``.
+        source: a :class:`LagSource` value.
+        error_bp: for ``parity``, the distance between the parity spot and the bar close at the
+            chosen lag, basis points (mean over the tickers matched); else ``None``.
+        tickers: the tickers whose bars were matched.
+    """
+
+    name: str
+    taken_at: dt.datetime
+    quote_time: dt.datetime
+    source: str
+    error_bp: float | None
+    tickers: tuple[str, ...]
+
+    @property
+    def lag(self) -> dt.timedelta:
+        return self.taken_at - self.quote_time
+
 
 @dataclass(frozen=True)
 class ChainSnapshot:
     """One ticker's contracts in one snapshot, as parallel numpy arrays.
 
-    ``expiry_close`` is the expiration day's 16:00 US/Eastern in epoch seconds; ``iv`` is inferred
-    from the mid (NaN when no volatility fits); ``volume`` and ``open_interest`` are NaN when absent.
+    ``quote_time`` is when the quotes were taken (see :class:`SnapshotTiming`); ``spot`` the
+    underlying at that time (parity-implied, else the file's ``spot_price``), ``file_spot`` the
+    file's ``spot_price`` (at ``taken_at``). ``expiry_close`` is the expiration day's 16:00
+    US/Eastern in epoch seconds; ``iv`` is inferred from the mid at ``quote_time`` against ``spot``
+    (NaN when no volatility fits); ``volume`` and ``open_interest`` are NaN when absent.
     """
 
     ticker: str
     taken_at: dt.datetime
+    quote_time: dt.datetime
     name: str
     spot: float
+    file_spot: float
     symbols: np.ndarray
     is_call: np.ndarray
     strike: np.ndarray
@@ -54,9 +113,14 @@ class ChainSnapshot:
     open_interest: np.ndarray
     iv: np.ndarray
 
+    @property
+    def years(self) -> np.ndarray:
+        """Time from the quotes to each contract's expiry, years (calendar days / 365)."""
+        return (self.expiry_close - self.quote_time.timestamp()) / YEAR_SECS
+
     def atm_iv(self) -> float | None:
         """Median inferred IV of contracts within 3 % of the spot and 1–45 days out; None if none."""
-        years = (self.expiry_close - self.taken_at.timestamp()) / YEAR_SECS
+        years = self.years
         near = (np.abs(self.strike / self.spot - 1) <= 0.03) & (years >= 1 / 365) & (years <= 45 / 365)
         values = self.iv[near & np.isfinite(self.iv) & (self.bid > 0)]
         return float(np.median(values)) if len(values) else None
@@ -75,8 +139,10 @@ def snapshot_time(path: Path) -> dt.datetime | None:
     return from_exchange(dt.datetime.strptime(match[1], "%Y%m%dT%H%M%S"))
 
 
-def parse_snapshot(path: Path, taken_at: dt.datetime, tickers: frozenset[str] | None = None) -> dict[str, ChainSnapshot]:
-    """Read one snapshot file into one :class:`ChainSnapshot` per ticker (only ``tickers`` if given).
+def read_chain(path: Path, tickers: frozenset[str] | None = None) -> dict[str, pd.DataFrame]:
+    """One snapshot file's usable rows per ticker (only ``tickers`` if given), columns
+    ``contractSymbol, type, strike, expiration, bid, ask, volume, openInterest, spot_price``;
+    tickers without a ``spot_price`` are left out.
 
     Raises:
         DataError: unreadable file or a header without the required columns (names them).
@@ -111,79 +177,216 @@ def parse_snapshot(path: Path, taken_at: dt.datetime, tickers: frozenset[str] | 
             f"{t}{e:%y%m%d}{'C' if c == 'call' else 'P'}{round(k * 1000):08d}"
             for t, e, c, k in zip(frame["ticker"], frame["expiration"], frame["type"], frame["strike"], strict=True)
         ]
+    return {str(ticker): rows for ticker, rows in frame.groupby("ticker", sort=True) if rows["spot_price"].notna().any()}
+
+
+def _expiry_closes(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    expiry_day = rows["expiration"].to_numpy(dtype="datetime64[D]")
+    days, inverse = np.unique(expiry_day, return_inverse=True)
+    closes = np.array([expiry_close_epoch(d.astype(dt.date)) for d in days])
+    return expiry_day, closes[inverse]
+
+
+def parity_spot(rows: pd.DataFrame, at: dt.datetime) -> tuple[float, float] | None:
+    """The underlying price implied by put-call parity, ``S = C - P + K e^(-rT)``, over call/put
+    pairs with both bids, a strike within :data:`PARITY_MONEYNESS` of ``spot_price`` and at most
+    :data:`PARITY_MAX_DAYS` to expiry (measured from ``at``).
+
+    Returns:
+        (median over the pairs, dollars; its standard error, basis points), or ``None`` with
+        fewer than 3 pairs.
+    """
+    file_spot = float(rows["spot_price"].dropna().iloc[0])
+    _, expiry_close = _expiry_closes(rows)
+    years = (expiry_close - at.timestamp()) / YEAR_SECS
+    near = (rows["bid"].to_numpy(float) > 0) & (np.abs(rows["strike"].to_numpy(float) / file_spot - 1) <= PARITY_MONEYNESS)
+    near &= (years > 0) & (years <= PARITY_MAX_DAYS / 365)
+    pick = rows[near].assign(mid=lambda f: (f["bid"] + f["ask"]) / 2, years=years[near])
+    calls = pick[pick["type"] == "call"].set_index(["expiration", "strike"])
+    puts = pick[pick["type"] == "put"].set_index(["expiration", "strike"])
+    pairs = calls.join(puts, how="inner", lsuffix="_c", rsuffix="_p")
+    if len(pairs) < 3:
+        return None
+    strikes = pairs.index.get_level_values("strike").to_numpy(float)
+    implied = pairs["mid_c"].to_numpy() - pairs["mid_p"].to_numpy() + strikes * np.exp(-RISK_FREE_RATE * pairs["years_c"].to_numpy())
+    spot = float(np.median(implied))
+    stderr = float(1.2533 * np.std(implied) / math.sqrt(len(implied)) / spot * 1e4)
+    return spot, stderr
+
+
+def build_snapshot(ticker: str, rows: pd.DataFrame, name: str, taken_at: dt.datetime,
+                   quote_time: dt.datetime, spot: float) -> ChainSnapshot:
+    """A :class:`ChainSnapshot` of ``rows`` (from :func:`read_chain`) with quotes at ``quote_time``
+    against the underlying price ``spot`` (dollars); infers each contract's IV from its mid."""
+    expiry_day, expiry_close = _expiry_closes(rows)
+    years = (expiry_close - quote_time.timestamp()) / YEAR_SECS
+    is_call = (rows["type"] == "call").to_numpy()
+    bid, ask = rows["bid"].to_numpy(float), rows["ask"].to_numpy(float)
+    mid = np.where(bid > 0, (bid + ask) / 2, np.nan)
+    strike = rows["strike"].to_numpy(float)
+    return ChainSnapshot(
+        ticker=ticker, taken_at=taken_at, quote_time=quote_time, name=name, spot=spot,
+        file_spot=float(rows["spot_price"].dropna().iloc[0]),
+        symbols=rows["contractSymbol"].to_numpy(str), is_call=is_call, strike=strike,
+        expiration=expiry_day, expiry_close=expiry_close, bid=bid, ask=ask,
+        volume=rows["volume"].to_numpy(float), open_interest=rows["openInterest"].to_numpy(float),
+        iv=implied_vol(mid, spot, strike, years, is_call),
+    )
+
+
+def parse_snapshot(path: Path, taken_at: dt.datetime, tickers: frozenset[str] | None = None,
+                   lag: dt.timedelta = dt.timedelta(0)) -> dict[str, ChainSnapshot]:
+    """Read one snapshot file into one :class:`ChainSnapshot` per ticker, quotes at ``taken_at - lag``.
+
+    Raises:
+        DataError: unreadable file or a header without the required columns (names them).
+    """
+    quote_time = taken_at - lag
     result = {}
-    for ticker, rows in frame.groupby("ticker", sort=True):
-        spot = rows["spot_price"].dropna()
-        if spot.empty:
-            continue  # without the underlying's price at the snapshot, IV and delta are unknowable
-        spot_value = float(spot.iloc[0])
-        expiry_day = rows["expiration"].to_numpy(dtype="datetime64[D]")
-        days, inverse = np.unique(expiry_day, return_inverse=True)
-        closes = np.array([expiry_close_epoch(d.astype(dt.date)) for d in days])
-        expiry_close = closes[inverse]
-        years = (expiry_close - taken_at.timestamp()) / YEAR_SECS
-        is_call = (rows["type"] == "call").to_numpy()
-        bid, ask = rows["bid"].to_numpy(float), rows["ask"].to_numpy(float)
-        mid = np.where(bid > 0, (bid + ask) / 2, np.nan)
-        strike = rows["strike"].to_numpy(float)
-        result[str(ticker)] = ChainSnapshot(
-            ticker=str(ticker), taken_at=taken_at, name=path.name, spot=spot_value,
-            symbols=rows["contractSymbol"].to_numpy(str), is_call=is_call, strike=strike,
-            expiration=expiry_day, expiry_close=expiry_close, bid=bid, ask=ask,
-            volume=rows["volume"].to_numpy(float), open_interest=rows["openInterest"].to_numpy(float),
-            iv=implied_vol(mid, spot_value, strike, years, is_call),
-        )
+    for ticker, rows in read_chain(path, tickers).items():
+        parity = parity_spot(rows, quote_time)
+        spot = parity[0] if parity else float(rows["spot_price"].dropna().iloc[0])
+        result[ticker] = build_snapshot(ticker, rows, path.name, taken_at, quote_time, spot)
+    return result
+
+
+def lag_errors(spot: float, bars: BarSeries, taken_at: dt.datetime, max_lag_minutes: int = MAX_LAG_MINUTES) -> np.ndarray:
+    """Distance between ``spot`` and the close of the bar in force ``lag`` minutes before
+    ``taken_at``, basis points, for lag = 0..``max_lag_minutes``; NaN where no bar of the same
+    session had closed by then."""
+    at = taken_at.timestamp() - 60.0 * np.arange(max_lag_minutes + 1)
+    idx = np.searchsorted(bars.end, at, side="right") - 1
+    errors = np.full(len(at), np.nan)
+    if len(bars) == 0:
+        return errors
+    session_start = from_exchange(dt.datetime.combine(exchange_date(taken_at), dt.time(0))).timestamp()
+    ok = idx >= 0
+    ok[ok] = bars.start[idx[ok]] >= session_start
+    errors[ok] = np.abs(bars.close[idx[ok]] / spot - 1) * 1e4
+    return errors
+
+
+def choose_lags(curves: list[np.ndarray | None], tolerances_bp: list[float]) -> list[tuple[int, str, float | None]]:
+    """Each snapshot's quote lag in minutes, for one day's snapshots.
+
+    ``curves[i]`` is snapshot *i*'s error by lag (:func:`lag_errors`, averaged over its tickers) or
+    ``None`` when it has no bars to match. The day's lag is the minimum of the median curve. A
+    snapshot takes, among the lags within its tolerance (``max(LAG_TOLERANCE_BP, tolerances_bp[i])``)
+    of its own best, the one nearest the day's lag: a flat market matches many lags equally, and
+    the collection's delay changes little within a day.
+
+    Returns:
+        per snapshot (lag minutes, :class:`LagSource` value, error at that lag in bp or None).
+    """
+    known = [c for c in curves if c is not None and np.isfinite(c).any()]
+    day_lag = None
+    if known:
+        median = np.nanmedian(np.vstack(known), axis=0) if len(known) > 1 else known[0]
+        day_lag = int(np.nanargmin(median))
+    result: list[tuple[int, str, float | None]] = []
+    for curve, tol in zip(curves, tolerances_bp, strict=True):
+        if curve is None or not np.isfinite(curve).any():
+            result.append((day_lag, LagSource.DAY, None) if day_lag is not None else (0, LagSource.NONE, None))
+            continue
+        best = np.nanmin(curve)
+        candidates = np.flatnonzero(curve <= best + max(LAG_TOLERANCE_BP, tol))
+        lag = int(candidates[np.argmin(np.abs(candidates - (day_lag if day_lag is not None else 0)))])
+        result.append((lag, LagSource.PARITY, float(curve[lag])))
     return result
 
 
 class ChainStore:
-    """Every in-hours snapshot in a folder, by ticker and time.
+    """Every in-hours snapshot in a folder, by ticker and quote time.
 
-    Files are parsed in time order as the clock reaches them (every snapshot taken at or before the
-    latest time asked about, plus the next one) and kept in memory; ``tickers`` limits parsing to
-    the underlyings in play.
+    Files are parsed a whole exchange day at a time as the clock reaches that day (a day's lags are
+    chosen together, see :func:`choose_lags`) and kept in memory; ``tickers`` limits parsing to the
+    underlyings in play; ``bars`` (ticker → 1- or 5-minute bars) are what quote times are matched
+    against. Without bars for any ticker of a day, that day's quotes keep their files' times.
     """
 
-    def __init__(self, folder: Path | None, calendar: TradingCalendar, tickers: frozenset[str] | None = None) -> None:
+    def __init__(self, folder: Path | None, calendar: TradingCalendar, tickers: frozenset[str] | None = None,
+                 bars: Mapping[str, BarSeries] | None = None) -> None:
         self.folder = folder
         self.tickers = tickers
-        self._files: list[tuple[dt.datetime, Path]] = []
+        self.bars = dict(bars or {})
         self.ignored_outside_hours: list[str] = []
+        files: dict[dt.date, list[tuple[dt.datetime, Path]]] = {}
         if folder is not None and folder.is_dir():
             for path in sorted(folder.glob("*.csv.gz")):
                 taken_at = snapshot_time(path)
                 if taken_at is None:
                     continue
                 if calendar.is_open(taken_at):
-                    self._files.append((taken_at, path))
+                    files.setdefault(exchange_date(taken_at), []).append((taken_at, path))
                 else:
                     self.ignored_outside_hours.append(path.name)
-        self._files.sort()
-        self._file_times = [t.timestamp() for t, _ in self._files]
-        self._loaded = 0
+        self._files = {day: sorted(entries) for day, entries in files.items()}
+        self._days = sorted(self._files)
+        self._loaded_days = 0
         self._by_ticker: dict[str, list[ChainSnapshot]] = {}
         self._times: dict[str, list[float]] = {}
+        self._listings: dict[str, tuple[list[float], list[float]]] = {}
+        self._timings: list[SnapshotTiming] = []
 
     @property
     def snapshot_count(self) -> int:
-        return len(self._files)
+        return sum(len(entries) for entries in self._files.values())
 
     def preload(self, now: dt.datetime) -> None:
-        """Parse every snapshot up to ``now`` at once (a server does it before its first answer, so
-        the first order of the day does not wait seconds for it)."""
+        """Parse every snapshot of the days up to ``now`` at once (a server does it before its first
+        answer, so the first order of the day does not wait seconds for it)."""
         self._load_until(now)
 
+    def timings(self, *, parse_all: bool = True) -> list[SnapshotTiming]:
+        """Every file's quote timing, in file order; only the files parsed so far unless ``parse_all``."""
+        while parse_all and self._loaded_days < len(self._days):
+            self._load_next_day()
+        return sorted(self._timings, key=lambda t: t.taken_at)
+
     def _load_until(self, now: dt.datetime) -> None:
-        target = min(len(self._files), bisect.bisect_right(self._file_times, now.timestamp()) + 1)
-        while self._loaded < target:
-            taken_at, path = self._files[self._loaded]
-            for ticker, snap in parse_snapshot(path, taken_at, self.tickers).items():
-                self._by_ticker.setdefault(ticker, []).append(snap)
-                self._times.setdefault(ticker, []).append(taken_at.timestamp())
-            self._loaded += 1
+        day = exchange_date(now)
+        while self._loaded_days < len(self._days) and self._days[self._loaded_days] <= day:
+            self._load_next_day()
+
+    def _load_next_day(self) -> None:
+        entries = self._files[self._days[self._loaded_days]]
+        chains = [(taken_at, path, read_chain(path, self.tickers)) for taken_at, path in entries]
+        curves, tolerances, matched = [], [], []
+        for taken_at, _, rows_by_ticker in chains:
+            per_ticker, tol, names = [], 0.0, []
+            for ticker, rows in rows_by_ticker.items():
+                parity = parity_spot(rows, taken_at) if ticker in self.bars else None
+                if parity is None:
+                    continue
+                errors = lag_errors(parity[0], self.bars[ticker], taken_at)
+                if np.isfinite(errors).any():
+                    per_ticker.append(errors)
+                    tol = max(tol, 2 * parity[1])
+                    names.append(ticker)
+            curves.append(np.nanmean(np.vstack(per_ticker), axis=0) if per_ticker else None)
+            tolerances.append(tol)
+            matched.append(tuple(names))
+        snaps: list[ChainSnapshot] = []
+        for (taken_at, path, rows_by_ticker), (lag, source, error), names in zip(chains, choose_lags(curves, tolerances), matched, strict=True):
+            quote_time = taken_at - dt.timedelta(minutes=lag)
+            self._timings.append(SnapshotTiming(path.name, taken_at, quote_time, source, error, names if source == LagSource.PARITY else ()))
+            for ticker, rows in rows_by_ticker.items():
+                parity = parity_spot(rows, quote_time)
+                spot = parity[0] if parity else float(rows["spot_price"].dropna().iloc[0])
+                snaps.append(build_snapshot(ticker, rows, path.name, taken_at, quote_time, spot))
+        for snap in sorted(snaps, key=lambda s: s.quote_time):
+            epoch = snap.quote_time.timestamp()
+            self._by_ticker.setdefault(snap.ticker, []).append(snap)
+            self._times.setdefault(snap.ticker, []).append(epoch)
+            for symbol, iv in zip(snap.symbols.tolist(), snap.iv.tolist(), strict=True):
+                if math.isfinite(iv):
+                    times, ivs = self._listings.setdefault(symbol, ([], []))
+                    times.append(epoch)
+                    ivs.append(iv)
+        self._loaded_days += 1
 
     def latest_at_or_before(self, ticker: str, now: dt.datetime) -> ChainSnapshot | None:
-        """The latest snapshot of ``ticker`` taken at or before ``now``."""
+        """The snapshot of ``ticker`` with the latest quote time at or before ``now``."""
         self._load_until(now)
         snaps = self._by_ticker.get(ticker)
         if not snaps:
@@ -191,14 +394,52 @@ class ChainStore:
         i = bisect.bisect_right(self._times[ticker], now.timestamp()) - 1
         return snaps[i] if i >= 0 else None
 
-    def nearest_with_iv(self, ticker: str, now: dt.datetime) -> tuple[ChainSnapshot, float] | None:
+    def first_after(self, ticker: str, now: dt.datetime) -> ChainSnapshot | None:
+        """The snapshot of ``ticker`` with the earliest quote time after ``now`` (look-ahead: for
+        volatility and spreads before the first chain only)."""
+        while True:
+            times = self._times.get(ticker, [])
+            i = bisect.bisect_right(times, now.timestamp())
+            if i < len(times):
+                return self._by_ticker[ticker][i]
+            if self._loaded_days >= len(self._days):
+                return None
+            self._load_next_day()
+
+    def listing_iv(self, symbol: str, now: dt.datetime) -> tuple[float, float] | None:
+        """The contract's implied volatility (fraction) in the latest snapshot at or before ``now``
+        that lists it with a bid, and that snapshot's quote time (epoch seconds); ``None`` if none."""
+        self._load_until(now)
+        found = self._listings.get(symbol)
+        if found is None:
+            return None
+        times, ivs = found
+        i = bisect.bisect_right(times, now.timestamp()) - 1
+        return (ivs[i], times[i]) if i >= 0 else None
+
+    def nearest_with_iv(self, ticker: str, now: dt.datetime, *, allow_later: bool = True) -> tuple[ChainSnapshot, float] | None:
         """The snapshot nearest ``now`` that yields an ATM IV: the latest at or before ``now`` if
-        any (no look-ahead), else the first after it; with that IV (fraction)."""
+        any (no look-ahead), else (if ``allow_later``) the first after it; with that IV (fraction)."""
         self._load_until(now)
         snaps = self._by_ticker.get(ticker) or []
         i = bisect.bisect_right(self._times.get(ticker, []), now.timestamp())
-        for snap in [*reversed(snaps[:i]), *snaps[i:]]:
+        for snap in reversed(snaps[:i]):
             iv = snap.atm_iv()
             if iv is not None:
                 return snap, iv
+        while allow_later and (snap := self.first_after(ticker, now)) is not None:
+            iv = snap.atm_iv()
+            if iv is not None:
+                return snap, iv
+            now = snap.quote_time
         return None
+
+    def tickers_loaded(self) -> list[str]:
+        """Tickers with at least one snapshot (parses every file)."""
+        self.timings()
+        return sorted(self._by_ticker)
+
+    def snapshots(self, ticker: str) -> list[ChainSnapshot]:
+        """Every snapshot of ``ticker`` in quote-time order (parses every file)."""
+        self.timings()
+        return list(self._by_ticker.get(ticker, []))

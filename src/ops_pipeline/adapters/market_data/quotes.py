@@ -1,26 +1,32 @@
 """Historical market data: underlying prices from bars, option quotes real or modelled.
 
-The option quote at time *t* is taken from the latest in-hours snapshot at or before *t* whose age
-is at most ``max_quote_age`` (default 30 minutes). Otherwise it is **modelled**: Black-Scholes
-from the underlying's latest close with
+The option quote at time *t* is taken from the snapshot with the latest **quote time** at or before
+*t* (see ``chains.py``: a file's quotes are older than its name) whose age is at most
+``max_quote_age`` (default 30 minutes). Otherwise it is **modelled** (:meth:`HistoricalMarketData.model`):
+Black-Scholes from the underlying's latest close with the implied volatility of, in order
 
-- the contract's own implied volatility, inferred from its mid in the latest snapshot that lists
-  it (skew kept), else
-- the at-the-money IV of the nearest real chain (the latest at or before *t*, else the earliest
-  after it), else
-- the underlying's realized volatility over the last five sessions of bars (for tickers with no
-  chain at all).
+1. ``listing``: the contract's own, in the latest snapshot that lists it with a bid;
+2. ``smile``: the smile of the nearest chain (the latest at or before *t*, else the earliest after
+   it) read at the contract's moneyness, on that chain's expiration nearest in time to expiry;
+3. ``atm``: that chain's at-the-money IV;
+4. ``realized``: the underlying's realized volatility over the last five sessions of bars (tickers
+   and times with no chain at all).
 
-A modelled quote's spread is 4 % of the model price (at least $0.02); a model price under one cent
-has no bid. Modelled chains list daily expirations for SPY, QQQ and IWM and Friday expirations
-otherwise, strikes within ±12 % of the spot on a grid set by the price.
+A modelled quote's spread is the median relative spread (ask − bid over mid) of the four contracts
+of the same type nearest by moneyness on that chain's expiration nearest in time to expiry, times
+the model price; where the ticker has no chain, :func:`rule_spread` (a table by days to expiry and
+|delta| measured on the real chains, see ``docs/quotes.md``). At least $0.01 wide; a model price
+under half a cent has no bid. Modelled chains list daily expirations for SPY, QQQ and IWM and Friday
+expirations otherwise, strikes within ±12 % of the spot on a grid set by the price.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
 from functools import lru_cache
 
 import numpy as np
@@ -29,22 +35,100 @@ from ops_pipeline.adapters.market_data.bars import BarSeries
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange_date
 from ops_pipeline.adapters.market_data.chains import YEAR_SECS, ChainSnapshot, ChainStore, expiry_close_epoch
 from ops_pipeline.domain.market import OptionQuote, QuoteSource
-from ops_pipeline.domain.pricing import bs_delta, bs_price
+from ops_pipeline.domain.pricing import MIN_YEARS, bs_delta, bs_price
 from ops_pipeline.domain.values import CENT, OccSymbol, OptionType, to_decimal
 
 DAILY_EXPIRY_TICKERS = frozenset({"SPY", "QQQ", "IWM"})
 DEFAULT_MAX_QUOTE_AGE = dt.timedelta(minutes=30)
-MODEL_SPREAD_PCT = 0.04
-MODEL_MIN_SPREAD = 0.02
+MIN_SPREAD = 0.01
 STRIKE_RANGE = 0.12
+SPREAD_NEIGHBOURS = 4
+MIN_SMILE_POINTS = 3
+
+DTE_EDGES = (2, 7, 31)
+"""Days-to-expiry buckets: 0–1, 2–6, 7–30, 31+ (the day-trade and swing bands of SPEC "Words")."""
+DTE_BUCKETS = ("0-1", "2-6", "7-30", "31+")
+DELTA_EDGES = (0.15, 0.30, 0.60, 0.85)
+"""|delta| bands: <0.15, 0.15–0.30, 0.30–0.60 (the band the product trades), 0.60–0.85, ≥0.85."""
+DELTA_BANDS = ("<0.15", "0.15-0.30", "0.30-0.60", "0.60-0.85", ">=0.85")
+
+RULE_SPREAD = np.array([
+    # |delta| <0.15, 0.15-0.30, 0.30-0.60, 0.60-0.85, >=0.85 ; relative spread (ask - bid) / mid
+    [0.400, 0.061, 0.040, 0.042, 0.088],  # 0-1 DTE
+    [0.200, 0.026, 0.022, 0.049, 0.074],  # 2-6 DTE
+    [0.154, 0.033, 0.028, 0.064, 0.074],  # 7-30 DTE
+    [0.154, 0.033, 0.028, 0.064, 0.074],  # 31+ DTE (as 7-30: only SPY and QQQ list these, tighter)
+])
+"""Relative spread where a ticker has no chain: per DTE bucket and |delta| band, the widest of the
+real chains' four tickers' medians (AAPL in most cells; SPY, QQQ and TSLA are 2-5 times tighter),
+measured on ``../shared/data/option_chains`` by ``ops-pipeline data check-quotes --spreads``
+(docs/quotes.md). A ticker without chains is assumed no more liquid than the least liquid measured."""
 
 
-def _cents_down(x: float) -> Decimal:
-    return Decimal(str(x)).quantize(CENT, rounding=ROUND_FLOOR)
+class VolSource(StrEnum):
+    """Where a modelled quote's volatility came from (see the module docstring)."""
+
+    LISTING = "listing"
+    SMILE = "smile"
+    ATM = "atm"
+    REALIZED = "realized"
 
 
-def _cents_up(x: float) -> Decimal:
-    return Decimal(str(x)).quantize(CENT, rounding=ROUND_CEILING)
+def dte_bucket(days: np.ndarray) -> np.ndarray:
+    """Index into :data:`DTE_BUCKETS` of calendar days to expiry."""
+    return np.searchsorted(DTE_EDGES, days, side="right")
+
+
+def delta_band(delta: np.ndarray) -> np.ndarray:
+    """Index into :data:`DELTA_BANDS` of a delta (sign ignored)."""
+    return np.searchsorted(DELTA_EDGES, np.abs(delta), side="right")
+
+
+def rule_spread(days: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Relative spread (fraction of the mid) of :data:`RULE_SPREAD` for calendar days to expiry and delta."""
+    return RULE_SPREAD[dte_bucket(days), delta_band(delta)]
+
+
+def quote_prices(price: np.ndarray, spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bid and ask, dollars per share rounded to the cent, around a model price with a spread
+    (dollars, at least :data:`MIN_SPREAD`); the bid is 0 (no bid) below one cent."""
+    spread = np.maximum(spread, MIN_SPREAD)
+    bid = np.round(price - spread / 2, 2)
+    ask = np.maximum(np.round(price + spread / 2, 2), np.maximum(bid + MIN_SPREAD, MIN_SPREAD))
+    return np.where(bid >= 0.01, bid, 0.0), np.round(ask, 2)
+
+
+@dataclass(frozen=True)
+class ModelledQuotes:
+    """Modelled quotes for contracts of one underlying, parallel arrays.
+
+    ``price``, ``bid``, ``ask`` in dollars per share; ``iv`` a fraction; ``vol_source`` values of
+    :class:`VolSource`; ``rule_spread`` True where the spread came from :func:`rule_spread`;
+    ``spot`` the underlying price they were modelled against, dollars.
+    """
+
+    spot: float
+    price: np.ndarray
+    bid: np.ndarray
+    ask: np.ndarray
+    iv: np.ndarray
+    delta: np.ndarray
+    vol_source: np.ndarray
+    rule_spread: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Expiry:
+    years: float
+    smile_x: np.ndarray
+    smile_iv: np.ndarray
+    spread_x: dict[bool, np.ndarray]
+    spread_rel: dict[bool, np.ndarray]
+
+
+def _moneyness(strike: np.ndarray, spot: float, years: np.ndarray) -> np.ndarray:
+    """Standardised moneyness ln(K/S)/sqrt(T): comparable across expirations."""
+    return np.log(strike / spot) / np.sqrt(np.maximum(years, MIN_YEARS))
 
 
 def strike_step(ticker: str, spot: float) -> float:
@@ -73,6 +157,7 @@ class HistoricalMarketData:
         self.max_quote_age = max_quote_age
         self._symbol_index: dict[int, dict[str, int]] = {}
         self._realized: dict[tuple[str, int], float | None] = {}
+        self._expiries: dict[int, list[_Expiry]] = {}
 
     # --- underlying ---------------------------------------------------------------------------
     def underlying_price(self, ticker: str, now: dt.datetime) -> Decimal | None:
@@ -100,7 +185,7 @@ class HistoricalMarketData:
     # --- option quotes ------------------------------------------------------------------------
     def _fresh_snapshot(self, ticker: str, now: dt.datetime) -> ChainSnapshot | None:
         snap = self.chains.latest_at_or_before(ticker, now)
-        if snap is None or now - snap.taken_at > self.max_quote_age:
+        if snap is None or now - snap.quote_time > self.max_quote_age:
             return None
         return snap
 
@@ -127,10 +212,10 @@ class HistoricalMarketData:
             if i is not None:
                 return self._real_quote(snap, i)
         spot = self.underlying_price(symbol.underlying, now)
-        sigma = self._contract_iv(symbol, now) or self._ticker_iv(symbol.underlying, now)
-        if spot is None or sigma is None:
+        if spot is None:
             return None
-        return self._model(symbol, float(spot), sigma, now)
+        quotes = self._quotes([symbol], float(spot), now)
+        return quotes[0] if quotes else None
 
     def _index(self, snap: ChainSnapshot) -> dict[str, int]:
         key = id(snap)
@@ -139,9 +224,8 @@ class HistoricalMarketData:
         return self._symbol_index[key]
 
     def _real_quote(self, snap: ChainSnapshot, i: int) -> OptionQuote:
-        years = (snap.expiry_close[i] - snap.taken_at.timestamp()) / YEAR_SECS
         iv = float(snap.iv[i]) if math.isfinite(snap.iv[i]) else snap.atm_iv()
-        delta = float(bs_delta(snap.spot, snap.strike[i], years, iv, snap.is_call[i])) if iv else None
+        delta = float(bs_delta(snap.spot, snap.strike[i], snap.years[i], iv, snap.is_call[i])) if iv else None
         volume, oi = snap.volume[i], snap.open_interest[i]
         return OptionQuote(
             symbol=OccSymbol.parse(str(snap.symbols[i])),
@@ -152,58 +236,117 @@ class HistoricalMarketData:
             iv=iv,
             delta=delta,
             underlying_price=to_decimal(round(snap.spot, 4)),
-            quote_time=snap.taken_at,
+            quote_time=snap.quote_time,
             source=QuoteSource.REAL,
             snapshot=snap.name,
         )
 
-    def _contract_iv(self, symbol: OccSymbol, now: dt.datetime) -> float | None:
-        snap = self.chains.latest_at_or_before(symbol.underlying, now)
-        if snap is None:
-            return None
-        i = self._index(snap).get(str(symbol))
-        return float(snap.iv[i]) if i is not None and math.isfinite(snap.iv[i]) else None
+    # --- the model ----------------------------------------------------------------------------
+    def model(self, ticker: str, symbols: list[str], strike: np.ndarray, expiry_close: np.ndarray,
+              is_call: np.ndarray, spot: float, now: dt.datetime, *, known_at: dt.datetime | None = None,
+              allow_later: bool = True) -> ModelledQuotes | None:
+        """Model quotes of contracts of ``ticker`` at ``now`` against the underlying price ``spot``
+        (dollars), from the chains quoted at or before ``known_at`` (default ``now``; earlier to
+        score the model on chains at least that old). ``allow_later`` lets volatility and spreads
+        come from the earliest chain after ``known_at`` when none is before it (a replay before the
+        first chain does; ``data check-quotes`` does not). Arrays are parallel to ``symbols``;
+        ``None`` when no volatility is known at all (no chain and too few bars)."""
+        known_at = known_at or now
+        years = (expiry_close - now.timestamp()) / YEAR_SECS
+        sigma = np.full(len(symbols), np.nan)
+        source = np.full(len(symbols), VolSource.LISTING.value, dtype=object)
+        for i, symbol in enumerate(symbols):
+            found = self.chains.listing_iv(symbol, known_at)
+            if found is not None:
+                sigma[i] = found[0]
+        reference = self.chains.nearest_with_iv(ticker, known_at, allow_later=allow_later)
+        expiries = self._reference_expiries(reference[0]) if reference else []
+        x = _moneyness(strike, spot, years)
+        chosen = self._nearest_expiry(expiries, years)
+        missing = np.isnan(sigma)
+        if missing.any() and expiries:
+            sigma[missing] = _smile_iv(expiries, x[missing], years[missing])
+            source[missing] = VolSource.SMILE.value
+        missing = np.isnan(sigma)
+        if missing.any():
+            fallback, kind = (reference[1], VolSource.ATM) if reference else (self.realized_vol(ticker, now), VolSource.REALIZED)
+            if fallback is None:
+                return None
+            sigma[missing] = fallback
+            source[missing] = kind.value
+        price = bs_price(spot, strike, years, sigma, is_call)
+        delta = bs_delta(spot, strike, years, sigma, is_call)
+        relative = np.full(len(symbols), np.nan)
+        for j in np.unique(chosen) if expiries else []:
+            if j < 0:
+                continue
+            for call in (True, False):
+                rows = (chosen == j) & (is_call == call)
+                relative[rows] = _neighbour_spread(expiries[j].spread_x[call], expiries[j].spread_rel[call], x[rows])
+        by_rule = np.isnan(relative)
+        relative[by_rule] = rule_spread(np.maximum(years[by_rule] * 365, 0), delta[by_rule])
+        bid, ask = quote_prices(price, relative * price)
+        return ModelledQuotes(spot, price, bid, ask, sigma, delta, source, by_rule)
 
-    def _ticker_iv(self, ticker: str, now: dt.datetime) -> float | None:
-        found = self.chains.nearest_with_iv(ticker, now)
-        return found[1] if found else self.realized_vol(ticker, now)
+    def _reference_expiries(self, snap: ChainSnapshot) -> list[_Expiry]:
+        key = id(snap)
+        if key not in self._expiries:
+            years = snap.years
+            x = _moneyness(snap.strike, snap.spot, years)
+            quoted = (snap.bid > 0) & (years > 0)
+            otm = np.where(snap.is_call, snap.strike >= snap.spot, snap.strike < snap.spot)
+            expiries = []
+            for expiration in np.unique(snap.expiration):
+                this = quoted & (snap.expiration == expiration)
+                smile = this & otm & np.isfinite(snap.iv)
+                if smile.sum() < MIN_SMILE_POINTS:
+                    continue
+                order = np.argsort(x[smile])
+                spread_x, spread_rel = {}, {}
+                for call in (True, False):
+                    side = this & (snap.is_call == call)
+                    mid = (snap.bid[side] + snap.ask[side]) / 2
+                    by_x = np.argsort(x[side])
+                    spread_x[call] = x[side][by_x]
+                    spread_rel[call] = ((snap.ask[side] - snap.bid[side]) / mid)[by_x]
+                expiries.append(_Expiry(float(years[this][0]), x[smile][order], snap.iv[smile][order], spread_x, spread_rel))
+            self._expiries[key] = expiries
+        return self._expiries[key]
 
-    def _model(self, symbol: OccSymbol, spot: float, sigma: float, now: dt.datetime) -> OptionQuote:
-        return self._model_many([symbol], spot, sigma, now)[0]
+    @staticmethod
+    def _nearest_expiry(expiries: list[_Expiry], years: np.ndarray) -> np.ndarray:
+        """Per contract, the index of the reference expiration nearest in time to expiry; -1 if none."""
+        if not expiries:
+            return np.full(len(years), -1)
+        listed = np.array([e.years for e in expiries])
+        return np.argmin(np.abs(years[:, None] - listed[None, :]), axis=1) if len(years) else np.zeros(0, dtype=int)
 
-    def _model_many(self, symbols: list[OccSymbol], spot: float, sigma: float, now: dt.datetime) -> list[OptionQuote]:
-        """Model quotes for contracts of one underlying, priced in one vectorised call."""
+    def _quotes(self, symbols: list[OccSymbol], spot: float, now: dt.datetime) -> list[OptionQuote]:
+        """Modelled :class:`OptionQuote` objects for contracts of one underlying."""
         if not symbols:
             return []
-        years = np.array([(expiry_close_epoch(s.expiration) - now.timestamp()) / YEAR_SECS for s in symbols])
-        strikes = np.array([float(s.strike) for s in symbols])
-        is_call = np.array([s.option_type is OptionType.CALL for s in symbols])
-        prices = bs_price(spot, strikes, years, sigma, is_call)
-        deltas = bs_delta(spot, strikes, years, sigma, is_call)
+        modelled = self.model(
+            symbols[0].underlying, [str(s) for s in symbols],
+            np.array([float(s.strike) for s in symbols]),
+            np.array([expiry_close_epoch(s.expiration) for s in symbols]),
+            np.array([s.option_type is OptionType.CALL for s in symbols]), spot, now)
+        if modelled is None:
+            return []
         underlying = to_decimal(round(spot, 4))
-        quotes = []
-        for symbol, price, delta in zip(symbols, prices.tolist(), deltas.tolist(), strict=True):
-            half = max(MODEL_MIN_SPREAD, MODEL_SPREAD_PCT * price) / 2
-            quotes.append(OptionQuote(
-                symbol=symbol,
-                bid=_cents_down(price - half) if price - half >= 0.01 else Decimal("0"),
-                ask=max(_cents_up(price + half), CENT),
-                volume=None,
-                open_interest=None,
-                iv=sigma,
-                delta=delta,
-                underlying_price=underlying,
-                quote_time=now,
-                source=QuoteSource.MODELLED,
-            ))
-        return quotes
+        return [
+            OptionQuote(
+                symbol=symbol, bid=to_decimal(bid), ask=max(to_decimal(ask), CENT), volume=None, open_interest=None,
+                iv=iv, delta=delta, underlying_price=underlying, quote_time=now, source=QuoteSource.MODELLED,
+            )
+            for symbol, bid, ask, iv, delta in zip(symbols, modelled.bid.tolist(), modelled.ask.tolist(),
+                                                   modelled.iv.tolist(), modelled.delta.tolist(), strict=True)
+        ]
 
     def _modelled_chain(
         self, ticker: str, now: dt.datetime, option_type: OptionType, min_dte: int, max_dte: int
     ) -> list[OptionQuote]:
         spot_d = self.underlying_price(ticker, now)
-        sigma = self._ticker_iv(ticker, now)
-        if spot_d is None or sigma is None:
+        if spot_d is None:
             return []
         spot = float(spot_d)
         step = strike_step(ticker, spot)
@@ -214,10 +357,41 @@ class HistoricalMarketData:
             if expiry_close_epoch(expiration) > now.timestamp()
             for strike in strikes
         ]
-        return self._model_many(symbols, spot, sigma, now)
+        return self._quotes(symbols, spot, now)
 
     def _expirations(self, ticker: str, today: dt.date, min_dte: int, max_dte: int) -> list[dt.date]:
         return _listed_expirations(self.calendar, ticker in DAILY_EXPIRY_TICKERS, today, min_dte, max_dte)
+
+
+def _smile_iv(expiries: list[_Expiry], x: np.ndarray, years: np.ndarray) -> np.ndarray:
+    """Implied volatility read off the reference chain's smiles at standardised moneyness ``x``:
+    total variance (σ²T) interpolated linearly in time between the two listed expirations around
+    ``years``, the nearest one's smile beyond them (``expiries`` in time order)."""
+    listed = np.array([e.years for e in expiries])
+    smiles = np.vstack([np.interp(x, e.smile_x, e.smile_iv) for e in expiries])  # expirations × contracts
+    upper = np.clip(np.searchsorted(listed, years), 1, len(listed) - 1) if len(listed) > 1 else np.zeros(len(x), dtype=int)
+    lower = np.maximum(upper - 1, 0)
+    t1, t2 = listed[lower], listed[upper]
+    v1, v2 = smiles[lower, np.arange(len(x))], smiles[upper, np.arange(len(x))]
+    t = np.clip(years, t1, t2)
+    weight = np.where(t2 > t1, (t - t1) / np.where(t2 > t1, t2 - t1, 1.0), 0.0)
+    variance = v1**2 * t1 + weight * (v2**2 * t2 - v1**2 * t1)
+    inside = np.sqrt(np.maximum(variance, 0) / np.maximum(t, MIN_YEARS))
+    return np.where(years <= t1, v1, np.where(years >= t2, v2, inside))
+
+
+def _neighbour_spread(listed_x: np.ndarray, listed_rel: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Median relative spread of the :data:`SPREAD_NEIGHBOURS` listed contracts nearest each ``x``
+    (standardised moneyness); NaN where the side lists none."""
+    if len(listed_x) == 0 or len(x) == 0:
+        return np.full(len(x), np.nan)
+    k = min(SPREAD_NEIGHBOURS, len(listed_x))
+    window = np.searchsorted(listed_x, x)[:, None] + np.arange(-k, k)[None, :]
+    inside = (window >= 0) & (window < len(listed_x))
+    window = np.clip(window, 0, len(listed_x) - 1)
+    distance = np.where(inside, np.abs(listed_x[window] - x[:, None]), np.inf)
+    nearest = np.take_along_axis(window, np.argsort(distance, axis=1)[:, :k], axis=1)
+    return np.median(listed_rel[nearest], axis=1)
 
 
 @lru_cache(maxsize=4096)

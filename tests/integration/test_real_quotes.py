@@ -1,0 +1,111 @@
+"""The quote model on the real chains of ``../shared/data/option_chains`` (issue 9): quote times
+found by parity, volatility from the contract's latest listing, spreads from the nearest chain,
+and ``data check-quotes`` meeting its figures."""
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ops_pipeline.adapters.market_data.calendar import TradingCalendar
+from ops_pipeline.adapters.market_data.chains import LagSource
+from ops_pipeline.domain.market import QuoteSource
+from ops_pipeline.domain.values import OccSymbol
+from ops_pipeline.services.quote_check import load_check_market
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture(scope="module")
+def market(data_dir):
+    return load_check_market(data_dir, TradingCalendar())
+
+
+def _close_at(series, at: dt.datetime) -> float:
+    return float(series.close[series.last_closed_index(at.timestamp())])
+
+
+def test_every_snapshots_quotes_are_found_about_30_minutes_before_its_file_time(market):
+    timings = market.chains.timings()
+    assert len(timings) == market.chains.snapshot_count > 250
+    assert all(t.source == LagSource.PARITY for t in timings)
+    lags = np.array([t.lag.total_seconds() / 60 for t in timings])
+    assert 28 <= np.median(lags) <= 32 and (lags >= 0).all()
+    spy = market.bars["SPY"]
+    at_quote, at_file = [], []
+    for snap in market.chains.snapshots("SPY"):
+        at_quote.append(abs(_close_at(spy, snap.quote_time) / snap.spot - 1) * 1e4)
+        at_file.append(abs(_close_at(spy, snap.taken_at) / snap.spot - 1) * 1e4)
+    # the parity price of the quotes is the bar at the quote time, not the bar at the file's time
+    assert np.median(at_quote) < 1.5 < 4 < np.median(at_file)
+
+
+def test_a_real_quote_carries_its_quote_time_and_age_not_the_files(market):
+    snap = market.chains.snapshots("SPY")[10]
+    symbol = OccSymbol.parse(str(snap.symbols[np.flatnonzero(snap.bid > 0)[0]]))
+    quote = market.option_quote(symbol, snap.taken_at)
+    assert quote.source is QuoteSource.REAL
+    used = next(s for s in market.chains.snapshots("SPY") if s.name == quote.snapshot)
+    assert quote.quote_time == used.quote_time <= snap.taken_at
+    assert quote.age_secs(snap.taken_at) < market.max_quote_age.total_seconds()
+    assert float(quote.underlying_price) == pytest.approx(used.spot, abs=1e-3)  # the price at quote time
+
+
+def _listed_then_missing(market, ticker):
+    """A contract with an IV in one snapshot and absent from the next, with that next snapshot."""
+    snaps = market.chains.snapshots(ticker)
+    for before, after in zip(snaps, snaps[1:], strict=False):
+        if after.quote_time == before.quote_time:
+            continue
+        gone = set(before.symbols[np.isfinite(before.iv) & (before.years > 7 / 365)].tolist()) - set(after.symbols.tolist())
+        if gone:
+            symbol = sorted(gone)[0]
+            return symbol, float(before.iv[before.symbols.tolist().index(symbol)]), after
+    raise AssertionError("no contract disappears between two snapshots")
+
+
+def test_a_contract_missing_from_the_latest_snapshot_is_modelled_with_its_own_latest_iv(market):
+    symbol, iv, after = _listed_then_missing(market, "SPY")
+    at = after.quote_time + dt.timedelta(seconds=1)
+    assert market.chains.latest_at_or_before("SPY", at) is after
+    quote = market.option_quote(OccSymbol.parse(symbol), at)
+    assert quote.source is QuoteSource.MODELLED
+    assert quote.iv == pytest.approx(iv) and quote.iv != pytest.approx(after.atm_iv(), rel=1e-3)
+
+
+def test_a_modelled_quote_between_snapshots_has_the_chains_spread_not_4_percent(market):
+    snaps = market.chains.snapshots("SPY")
+    snap = [s for s in snaps if s.quote_time.date() == snaps[0].quote_time.date()][-1]  # the day's last
+    years = snap.years
+    band = (snap.bid > 0) & (years * 365 >= 7) & (years * 365 <= 30) & (np.abs(snap.strike / snap.spot - 1) < 0.01)
+    at = snap.quote_time + market.max_quote_age + dt.timedelta(minutes=1)  # no fresh snapshot: modelled
+    modelled = [market.option_quote(OccSymbol.parse(str(s)), at) for s in snap.symbols[band]]
+    assert modelled and all(q.source is QuoteSource.MODELLED for q in modelled)
+    relative = np.median([float((q.ask - q.bid) / q.mid) for q in modelled])
+    real = np.median(((snap.ask - snap.bid) / ((snap.ask + snap.bid) / 2))[band])
+    assert relative < 0.02 and 0.5 * real <= relative <= 2 * real
+
+
+def test_check_quotes_meets_the_issues_figures_for_the_band_the_product_trades(data_dir, tmp_path):
+    env = os.environ | {"OPS_PIPELINE_DATA_DIR": str(data_dir), "OPS_PIPELINE_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "ops_pipeline.cli", "data", "check-quotes", "--horizon", "1d",
+                             "--horizon", "5d", "--format", "json"], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert 28 <= report["lags"]["median"] <= 32
+    day = report["horizons"]["1d"]
+    target = day["target_band"]
+    assert target["n"] > 10_000 and abs(target["spread_bias"]) <= 10  # a fixed 4 % spread: about +30
+    assert day["target_band_by_vol_source"]["listing"]["median_error_pct"] <= 5
+    assert set(report["horizons"]["5d"]["target_band_by_vol_source"]) == {"realized"}  # no chain is 5 days older
+    rows = {(r["dte_bucket"], r["delta_band"]): r for r in day["table"]}
+    assert rows[("7-30", "0.30-0.60")]["n"] == target["n"]
+    lags = subprocess.run([sys.executable, "-m", "ops_pipeline.cli", "data", "lags", "--format", "csv"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert lags.returncode == 0, lags.stderr
+    lines = lags.stdout.strip().splitlines()
+    assert lines[0].startswith("snapshot,file_time_et,quote_time_et,lag_min,source") and len(lines) - 1 == report["lags"]["snapshots"]
