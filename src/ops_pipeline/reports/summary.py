@@ -10,9 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 from ops_pipeline.adapters.db.database import Database
+from ops_pipeline.adapters.db.repositories import FILLED, AccountRepository
 from ops_pipeline.adapters.market_data.calendar import exchange_date
 from ops_pipeline.adapters.market_data.quotes import DTE_BUCKETS, dte_bucket
-from ops_pipeline.adapters.db.repositories import FILLED, AccountRepository
 from ops_pipeline.config.models import AccountConfig
 from ops_pipeline.domain.values import OccSymbol, money
 from ops_pipeline.reports.invariants import check_account, check_consistency, daily_loss_days
