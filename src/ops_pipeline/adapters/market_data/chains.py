@@ -26,6 +26,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -113,13 +114,17 @@ class ChainSnapshot:
     open_interest: np.ndarray
     iv: np.ndarray
 
-    @property
+    @cached_property
     def years(self) -> np.ndarray:
         """Time from the quotes to each contract's expiry, years (calendar days / 365)."""
         return (self.expiry_close - self.quote_time.timestamp()) / YEAR_SECS
 
     def atm_iv(self) -> float | None:
         """Median inferred IV of contracts within 3 % of the spot and 1–45 days out; None if none."""
+        return self._atm_iv
+
+    @cached_property
+    def _atm_iv(self) -> float | None:
         years = self.years
         near = (np.abs(self.strike / self.spot - 1) <= 0.03) & (years >= 1 / 365) & (years <= 45 / 365)
         values = self.iv[near & np.isfinite(self.iv) & (self.bid > 0)]

@@ -262,7 +262,6 @@ class HistoricalMarketData:
         reference = self.chains.nearest_with_iv(ticker, known_at, allow_later=allow_later)
         expiries = self._reference_expiries(reference[0]) if reference else []
         x = _moneyness(strike, spot, years)
-        chosen = self._nearest_expiry(expiries, years)
         missing = np.isnan(sigma)
         if missing.any() and expiries:
             sigma[missing] = _smile_iv(expiries, x[missing], years[missing])
@@ -277,9 +276,8 @@ class HistoricalMarketData:
         price = bs_price(spot, strike, years, sigma, is_call)
         delta = bs_delta(spot, strike, years, sigma, is_call)
         relative = np.full(len(symbols), np.nan)
-        for j in np.unique(chosen) if expiries else []:
-            if j < 0:
-                continue
+        chosen = self._nearest_expiry(expiries, years) if expiries else np.zeros(0, dtype=int)
+        for j in np.unique(chosen):
             for call in (True, False):
                 rows = (chosen == j) & (is_call == call)
                 relative[rows] = _neighbour_spread(expiries[j].spread_x[call], expiries[j].spread_rel[call], x[rows])
@@ -315,9 +313,8 @@ class HistoricalMarketData:
 
     @staticmethod
     def _nearest_expiry(expiries: list[_Expiry], years: np.ndarray) -> np.ndarray:
-        """Per contract, the index of the reference expiration nearest in time to expiry; -1 if none."""
-        if not expiries:
-            return np.full(len(years), -1)
+        """Per contract, the index of the reference expiration (``expiries``, not empty) nearest in
+        time to expiry."""
         listed = np.array([e.years for e in expiries])
         return np.argmin(np.abs(years[:, None] - listed[None, :]), axis=1) if len(years) else np.zeros(0, dtype=int)
 
