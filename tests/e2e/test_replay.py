@@ -153,6 +153,13 @@ def test_cli_replay_prints_the_report_and_writes_json_and_csv(data_dir, tmp_path
     assert (tmp_path / "tier_validation.csv").read_text().startswith("account_name,expected_balance")
     chart = (tmp_path / "equity.html").read_text()
     assert all(f"{name} (" in chart for name in ("large-100k", "tiny-1k", "small-5k", "medium-25k"))
+    # the dashboard's pages, static, next to the CSV and JSON: relative links, plotly.js beside them
+    for page in ("index.html", "compare.html", "learnings.html", "account-tiny-1k.html", "account-large-100k.html"):
+        html = (tmp_path / page).read_text()
+        assert '<script src="plotly.min.js">' in html and "Plotly.newPlot" in html, page
+        assert not re.search(r'src="https?://', html), page
+    assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000
+    assert 'href="account-medium-25k.html"' in (tmp_path / "index.html").read_text()
 
 
 def test_cli_refuses_bad_options_with_a_clear_message(tmp_path):

@@ -1,6 +1,9 @@
 """``ops-pipeline``: thin Typer commands over the services, one module per area.
 
-- :mod:`.replay`: ``replay``, ``report``;
+- :mod:`.replay`: ``replay``;
+- :mod:`.report`: ``report`` (the whole-run report) and ``report daily|compare|over-time|risk|contracts|health|
+  tier-validation|over-trading|account|learnings``;
+- :mod:`.dashboard`: ``dashboard`` (the web pages);
 - :mod:`.run`: ``run`` (one account live, once or on its schedule);
 - :mod:`.exchange`: ``paper-exchange serve``;
 - :mod:`.config`: ``config show|check|validate|diff|set|push|history``;
@@ -18,14 +21,16 @@ from __future__ import annotations
 
 import typer
 
-from ops_pipeline.cli import admin, config, data, exchange, operations, recommendations, start
+from ops_pipeline.cli import admin, config, dashboard, data, exchange, operations, recommendations, start
 from ops_pipeline.cli import replay as replay_cli
+from ops_pipeline.cli import report as report_cli
 from ops_pipeline.cli import run as run_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Run several Alpaca paper accounts side by side.")
 app.command("replay")(replay_cli.replay)
-app.command("report")(replay_cli.report)
+app.add_typer(report_cli.app, name="report")
+app.command("dashboard")(dashboard.dashboard)
 app.command("run")(run_cli.run_account)
 app.command("start")(start.start)
 app.command("worker", hidden=True)(start.worker)

@@ -1,4 +1,4 @@
-"""``ops-pipeline replay`` and ``ops-pipeline report``.
+"""``ops-pipeline replay`` (the report commands are in :mod:`.report`).
 
 A replay never destroys the last one's results on bad input: every input (dates, tickers, data,
 configuration, database URL) is checked before anything is written; the new replay is built in a
@@ -30,12 +30,12 @@ from ops_pipeline.cli.common import (
     setup_logging,
     work_dir,
 )
-from ops_pipeline.config.loader import ConfigSource, load_all
 from ops_pipeline.errors import ConfigError, DatabaseError, DataError
 from ops_pipeline.replay import DEFAULT_END, DEFAULT_START, DEFAULT_TICKERS, ReplaySettings, load_inputs, run_replay
 from ops_pipeline.reports.charts import write_equity_chart
 from ops_pipeline.reports.render import render, write_files
 from ops_pipeline.reports.summary import build_report
+from ops_pipeline.web.dashboard import write_site
 
 
 def _date(value: str, option: str) -> dt.date:
@@ -85,7 +85,7 @@ def replay(
     start: Annotated[str, typer.Option("--start", help="First exchange date, YYYY-MM-DD.")] = DEFAULT_START.isoformat(),
     end: Annotated[str, typer.Option("--end", help="Last exchange date, YYYY-MM-DD.")] = DEFAULT_END.isoformat(),
     database_url: DatabaseUrl = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Also write report.json, CSV files and equity.html here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write report.json, CSV files, equity.html and the dashboard pages (index.html …) here.")] = None,
     config_dir: ConfigDir = None,
     reset: Annotated[bool, typer.Option("--reset", help="Wipe a non-empty PostgreSQL --database-url first.")] = False,
     max_quote_age: Annotated[int, typer.Option("--max-quote-age", min=1,
@@ -174,7 +174,8 @@ def replay(
                   f"{stats.dispatcher_runs} dispatcher and {stats.position_manager_runs} position-manager runs in "
                   f"{elapsed:.1f}s; log: {out_dir / 'replay.log'}", style="dim", markup=False)
     if out is not None:
-        for path in [*write_files(report_data, out), write_equity_chart(db, configs, out)]:
+        pages = write_site(db, configs, out, at=rig.clock.now())
+        for path in [*write_files(report_data, out), write_equity_chart(db, configs, out), *pages]:
             console.print(f"wrote {path}", style="dim", markup=False)
 
 
@@ -196,24 +197,3 @@ def _remove_sqlite(path: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     shutil.rmtree(f"{path}-locks", ignore_errors=True)
-
-
-def report(
-    database_url: DatabaseUrl = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Also write report.json, CSV files and equity.html here.")] = None,
-    config_dir: ConfigDir = None,
-) -> None:
-    """Print the multi-account report of an existing database (default: the last replay's), read-only."""
-    try:
-        configs = load_all(ConfigSource.from_settings(config_dir=config_dir))
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-    db = open_database(database_url, default=work_dir() / "replay.db", read_only=True)
-    try:
-        result = build_report(db, configs, {"database": db.redacted_url()})
-    except DatabaseError as exc:
-        raise fail(str(exc)) from None
-    render(result, console)
-    if out is not None:
-        write_files(result, out)
-        write_equity_chart(db, configs, out)

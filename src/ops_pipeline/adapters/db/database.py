@@ -95,6 +95,7 @@ class Database:
 
     def __init__(self, url: str, *, echo: bool = False, read_only: bool = False) -> None:
         parsed = parse_database_url(url)
+        self._shown_url = parsed.render_as_string(hide_password=True)
         self.read_only = read_only
         self.sqlite_path: Path | None = None
         connect_args: dict[str, object] = {}
@@ -127,8 +128,8 @@ class Database:
         return self.engine.dialect.name
 
     def redacted_url(self) -> str:
-        """The URL with any password hidden (for logs and reports)."""
-        return make_url(self.url).render_as_string(hide_password=True)
+        """The URL as given, with any password hidden (for logs and reports)."""
+        return self._shown_url
 
     def check(self) -> None:
         """Open a connection once, so a bad path, a refused connection or a wrong password fails here.

@@ -417,6 +417,11 @@ class AccountRepository:
         ).all()
         return {code or "unknown": int(n) for code, n in rows}
 
+    def decisions(self) -> list[Any]:
+        """Every decision of this account, in the order they were taken."""
+        d = dispatch_decisions
+        return self.conn.execute(self.scope.select(d).order_by(d.c.decided_at, d.c.id)).all()
+
     def executions_by_status(self) -> dict[str, int]:
         e = dispatch_executions
         rows = self.conn.execute(self.scope.select(e, e.c.status, func.count()).group_by(e.c.status)).all()

@@ -37,12 +37,12 @@ class RunningServer:
 def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Serve ``app`` on ``host`` (port 0: any free port) until ``stop()``; returns its base URL."""
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="paper-exchange", daemon=True)
+    thread = threading.Thread(target=server.run, name="http-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the paper exchange did not start")
+            raise RuntimeError("the server did not start")
         time.sleep(0.01)
     bound = server.servers[0].sockets[0].getsockname()
     return RunningServer(f"http://{bound[0]}:{bound[1]}", server, thread)
