@@ -281,15 +281,18 @@ def learnings_tables(result: Learnings) -> list[ReportTable]:
                   for a in result.accounts for kind in ("day_trades", "swing_trades")]
     return [
         ReportTable("learnings", "Learnings per account (seed 003)", (
-            Column("account_name", "account"), Column("tier", "tier"), Column("total_return", "return $", "signed"),
-            Column("total_return_pct", "return %", "pct"), Column("closed_trades", "closed", "int"),
-            Column("win_rate_pct", "win rate %", "pct"), Column("avg_win", "avg win", "signed"),
-            Column("avg_loss", "avg loss", "signed"), Column("profit_factor", "profit factor", "float"),
-            Column("expectancy", "expectancy", "signed"), Column("max_drawdown_pct", "max DD %", "pct"),
-            Column("drawdown_peak", "DD from"), Column("drawdown_trough", "DD to"), Column("sharpe", "Sharpe", "float"),
+            Column("account_name", "account"), Column("tier", "tier", terminal=False),
+            Column("total_return", "return $", "signed", terminal=False), Column("total_return_pct", "return %", "pct"),
+            Column("closed_trades", "closed", "int"), Column("win_rate_pct", "win %", "pct"),
+            Column("avg_win", "avg win", "signed"), Column("avg_loss", "avg loss", "signed"),
+            Column("profit_factor", "PF", "float"), Column("expectancy", "expectancy", "signed"),
+            Column("max_drawdown_pct", "max DD %", "pct"), Column("drawdown_peak", "DD from", terminal=False),
+            Column("drawdown_trough", "DD to", terminal=False), Column("sharpe", "Sharpe", "float"),
             Column("sortino", "Sortino", "float"), Column("exposure_pct", "exposure %", "pct"),
-            Column("days", "days", "int"), Column("time_to_double", "time to double"),
-            Column("quality_rho", "quality ρ", "float"), Column("quality_p_value", "p", "float")), metrics),
+            Column("days", "days", "int", terminal=False), Column("time_to_double", "time to double"),
+            Column("quality_rho", "quality ρ", "float"), Column("quality_p_value", "p", "float", terminal=False)), metrics,
+            notes=["PF profit factor; DD drawdown of daily equity; Sharpe and Sortino annualised on daily returns "
+                   "(empyrical-reloaded); quality ρ: Spearman of score with P&L % (its p-value, DD dates and tier in CSV/JSON)"]),
         ReportTable("learnings-strategies", "Day versus swing trades", (
             Column("account_name", "account"), Column("strategy", "kind"), Column("closed_trades", "closed", "int"),
             Column("win_rate_pct", "win rate %", "pct"), Column("expectancy", "expectancy", "signed"),
