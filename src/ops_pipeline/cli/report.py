@@ -28,6 +28,7 @@ from ops_pipeline.reports.charts import write_equity_chart
 from ops_pipeline.reports.learnings import build_learnings, learnings_tables
 from ops_pipeline.reports.render import render, write_files
 from ops_pipeline.reports.summary import build_report
+from ops_pipeline.web.dashboard import write_site
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, invoke_without_command=True,
                   help="The multi-account report of a database (default: the last replay's), and every seed report "
@@ -133,7 +134,8 @@ def emit(reports: list[views.ReportTable], fmt: Format) -> None:
 def report(
     ctx: typer.Context,
     database_url: DatabaseUrl = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Also write report.json, CSV files and equity.html here.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Also write report.json, CSV files, equity.html and the dashboard's pages here.")] = None,
     config_dir: ConfigDir = None,
 ) -> None:
     """Print the multi-account report of an existing database (default: the last replay's), read-only."""
@@ -149,6 +151,7 @@ def report(
     if out is not None:
         write_files(result, out)
         write_equity_chart(db, configs, out)
+        write_site(db, configs, out)
 
 
 @app.command("daily")
