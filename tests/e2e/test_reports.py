@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -245,3 +246,34 @@ def test_the_overview_shows_the_numbers_of_report_compare(dashboard, browser, re
             assert float(cell.get_attribute("data-value")) == pytest.approx(compare[account][key]), (account, key)
         equity = row.locator("td[data-key=equity]").inner_text()
         assert equity == f"${compare[account]['equity']:,.2f}"
+
+
+@pytest.mark.browser
+def test_an_open_overview_reloads_itself_and_shows_what_runs_write(browser, postgres_server, data_dir):
+    """The dashboard follows a database being written (as under ``ops-pipeline start``): the open
+    page reloads itself (``--refresh 1``) and its numbers change with no action in the browser."""
+    db = new_pg_database(postgres_server)
+    process = subprocess.Popen([sys.executable, "-m", "ops_pipeline.cli", "dashboard", "--port", "0", "--refresh", "1",
+                                "--database-url", db.url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+", process.stdout.readline()).group(0)
+        page = browser.new_page()
+        page.goto(url + "/")
+        trades = page.locator("#overview tr[data-row=large-100k] td[data-key=trades]")
+        assert trades.get_attribute("data-value") == "0"
+        run_replay(db, ReplaySettings(data_dir=data_dir, start=dt.date(2026, 3, 17), end=dt.date(2026, 3, 17)))
+        deadline, reloads = time.monotonic() + 60, 0
+        while True:  # no goto: each load is the page's own refresh
+            page.wait_for_event("load", timeout=15_000)
+            reloads += 1
+            if int(trades.get_attribute("data-value")) > 0 or time.monotonic() > deadline:
+                break
+        assert reloads >= 1
+        with db.read() as conn:
+            placed = conn.execute(text("SELECT COUNT(*) FROM dispatch_executions WHERE account_name = 'large-100k'")).scalar()
+        assert int(page.locator("#overview tr[data-row=large-100k] td[data-key=trades]").get_attribute("data-value")) == placed
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=10)[0]
+        db.dispose()
+    assert "Traceback" not in output, output[-3000:]

@@ -10,7 +10,6 @@ from ops_pipeline.adapters.brokers.paper_exchange.server import serve_in_thread
 from ops_pipeline.cli.common import ConfigDir, DatabaseUrl, console, fail, open_database, work_dir
 from ops_pipeline.cli.start import selected_configs
 from ops_pipeline.config.loader import ConfigSource
-from ops_pipeline.web.dashboard import Site, create_app
 
 
 def dashboard(
@@ -23,6 +22,8 @@ def dashboard(
 ) -> None:
     """Serve the dashboard (overview, one page per account, comparison, learnings) over a database,
     read-only; while `start` runs, every page shows what the runs wrote and reloads itself."""
+    from ops_pipeline.web.dashboard import Site, create_app  # noqa: PLC0415 - plotly and Jinja2 only here
+
     configs = selected_configs(ConfigSource.from_settings(config_dir=config_dir), accounts)
     db = open_database(database_url, default=work_dir() / "replay.db", read_only=True)
     app = create_app(Site(db, configs, refresh=refresh))

@@ -32,10 +32,8 @@ from ops_pipeline.cli.common import (
 )
 from ops_pipeline.errors import ConfigError, DatabaseError, DataError
 from ops_pipeline.replay import DEFAULT_END, DEFAULT_START, DEFAULT_TICKERS, ReplaySettings, load_inputs, run_replay
-from ops_pipeline.reports.charts import write_equity_chart
 from ops_pipeline.reports.render import render, write_files
 from ops_pipeline.reports.summary import build_report
-from ops_pipeline.web.dashboard import write_site
 
 
 def _date(value: str, option: str) -> dt.date:
@@ -174,6 +172,9 @@ def replay(
                   f"{stats.dispatcher_runs} dispatcher and {stats.position_manager_runs} position-manager runs in "
                   f"{elapsed:.1f}s; log: {out_dir / 'replay.log'}", style="dim", markup=False)
     if out is not None:
+        from ops_pipeline.reports.charts import write_equity_chart  # noqa: PLC0415 - plotly only when asked
+        from ops_pipeline.web.dashboard import write_site  # noqa: PLC0415
+
         pages = write_site(db, configs, out, at=rig.clock.now())
         for path in [*write_files(report_data, out), write_equity_chart(db, configs, out), *pages]:
             console.print(f"wrote {path}", style="dim", markup=False)

@@ -1,5 +1,8 @@
 """``ops-pipeline report``: the whole-run report, and every report of seeds 002 and 003 as a command.
 
+Heavy libraries (empyrical, plotly, Jinja2) are imported by the commands that use them, so every
+other ``ops-pipeline`` process (a worker started each minute) starts as fast as before.
+
 Each subcommand is a thin call into :mod:`ops_pipeline.reports.views` (or
 :mod:`ops_pipeline.reports.learnings`), the read side the dashboard uses too, and prints a
 terminal table or ``--format csv|json``. The database is opened read-only: nothing is created or
@@ -24,11 +27,8 @@ from ops_pipeline.cli.start import selected_configs
 from ops_pipeline.config.loader import ConfigSource
 from ops_pipeline.errors import DatabaseError
 from ops_pipeline.reports import views
-from ops_pipeline.reports.charts import write_equity_chart
-from ops_pipeline.reports.learnings import build_learnings, learnings_tables
 from ops_pipeline.reports.render import render, write_files
 from ops_pipeline.reports.summary import build_report
-from ops_pipeline.web.dashboard import write_site
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, invoke_without_command=True,
                   help="The multi-account report of a database (default: the last replay's), and every seed report "
@@ -149,6 +149,9 @@ def report(
         raise fail(str(exc)) from None
     render(result, console)
     if out is not None:
+        from ops_pipeline.reports.charts import write_equity_chart  # noqa: PLC0415 - plotly only when asked
+        from ops_pipeline.web.dashboard import write_site  # noqa: PLC0415
+
         write_files(result, out)
         write_equity_chart(db, configs, out)
         write_site(db, configs, out)
@@ -237,5 +240,7 @@ def learnings(account: AccountOption = None, database_url: DatabaseUrl = None, c
               fmt: FormatOption = Format.table) -> None:
     """Seed 003 "Expected Learnings": metrics per account and tier, quality score against outcome, and
     each question answered from the numbers, over everything stored."""
+    from ops_pipeline.reports.learnings import build_learnings, learnings_tables  # noqa: PLC0415 - empyrical is slow to import
+
     activity = _activity(database_url, config_dir, account)
     emit(learnings_tables(build_learnings(activity)), fmt)

@@ -142,7 +142,7 @@ class Activity:
         for a in self.accounts:
             for frame in (a.executions, a.decisions, a.equity):
                 if len(frame):
-                    found.update(frame["day"].unique())
+                    found.update(d for d in frame["day"].unique() if isinstance(d, dt.date))
         return sorted(found)
 
     def latest_day(self, default: dt.date) -> dt.date:
@@ -159,8 +159,8 @@ def _frame(rows: Iterable[Any], times: Iterable[str] = ()) -> pd.DataFrame:
 
 
 def _with_day(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    if len(frame):
-        frame["day"] = frame[column].dt.tz_convert(EXCHANGE_TZ).dt.date
+    if len(frame):  # None where the time is missing
+        frame["day"] = frame[column].dt.tz_convert(EXCHANGE_TZ).dt.date.astype(object).where(frame[column].notna(), None)
     else:
         frame["day"] = pd.Series(dtype=object)
     return frame
@@ -190,7 +190,10 @@ def load_activity(db: Database, configs: list[AccountConfig]) -> Activity:
                                  "entry_price", "exit_price", "notional_value", "realized_pnl", "unrealized_pnl", "quality_score")
             outcomes = _numeric(_with_day(_frame(repo.outcomes(), ("opened_at", "closed_at")), "closed_at"),
                                 "entry_price", "exit_price", "realized_pnl", "pnl_pct", "quality_score", "confidence", "hold_minutes")
-            decisions = _with_day(_frame(repo.decisions(), ("decided_at", "claimed_at")), "decided_at")
+            decisions = _frame(repo.decisions(), ("decided_at", "claimed_at"))
+            if len(decisions):  # a claim in progress has no decision time yet: its day is the claim's
+                decisions["at"] = decisions["decided_at"].fillna(decisions["claimed_at"])
+            decisions = _with_day(decisions, "at")
             equity = _numeric(_with_day(_frame(repo.equity_curve(), ("taken_at",)), "taken_at"),
                               "equity", "cash", "open_exposure", "unrealized_pnl", "realized_pnl_today")
             last = repo.latest_run()

@@ -12,6 +12,8 @@ learnings (``/learnings``). Every number comes from :mod:`ops_pipeline.reports.v
 from __future__ import annotations
 
 import datetime as dt
+import html
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,17 +23,20 @@ from typing import Any
 import pandas as pd
 import plotly
 import plotly.graph_objects as go
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy.exc import SQLAlchemyError
 
 from ops_pipeline.adapters.db.database import Database
 from ops_pipeline.adapters.market_data.calendar import EXCHANGE_TZ, TradingCalendar
 from ops_pipeline.config.models import AccountConfig
+from ops_pipeline.errors import DatabaseError
 from ops_pipeline.reports import figures, views
 from ops_pipeline.reports.learnings import build_learnings, learnings_tables
 from ops_pipeline.services.operations import account_statuses
 
+logger = logging.getLogger(__name__)
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 """plotly.js from the installed plotly package (no CDN)."""
 
@@ -67,8 +72,11 @@ def _fmt(value: Any, kind: str) -> str:
     return str(value)
 
 
-def _cell_class(value: Any, kind: str) -> str:
-    if kind in ("signed", "pct") and isinstance(value, int | float) and not isinstance(value, bool):
+def _cell_class(value: Any, kind: str, key: str = "") -> str:
+    """Red for a loss, green for a gain: signed dollars, and percentages of return or P&L (not a
+    drawdown or a risk %)."""
+    signed = kind == "signed" or (kind == "pct" and ("return" in key or "pnl" in key))
+    if signed and isinstance(value, int | float) and not isinstance(value, bool):
         return "neg" if value < 0 else "pos" if value > 0 else ""
     return ""
 
@@ -166,6 +174,17 @@ class Site:
 def create_app(site: Site) -> FastAPI:
     """The dashboard's routes over ``site`` (read-only)."""
     app = FastAPI(title="ops-pipeline dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(DatabaseError)
+    @app.exception_handler(SQLAlchemyError)
+    def unavailable(_request: Request, exc: Exception) -> HTMLResponse:
+        """The database could not be read (restarting, locked, …): say so in one line, and keep
+        reloading, so an open page comes back by itself."""
+        logger.warning("dashboard: the database could not be read: %s", exc)
+        refresh = f'<meta http-equiv="refresh" content="{site.refresh}">' if site.refresh else ""
+        return HTMLResponse(f"<!doctype html><html><head>{refresh}<title>database unavailable</title></head><body>"
+                            f"<p>ops-pipeline: the database could not be read ({html.escape(type(exc).__name__)}); "
+                            f"{'retrying' if site.refresh else 'reload to retry'}.</p></body></html>", status_code=503)
 
     @app.get("/", response_class=HTMLResponse)
     def overview() -> str:
