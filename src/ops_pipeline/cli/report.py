@@ -17,7 +17,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -84,24 +84,6 @@ def _period(activity: views.Activity, date: str | None, since: str | None, defau
         raise fail(str(exc)) from None
 
 
-def _cell(value: Any, kind: str) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "✅" if value else "❌"
-    if kind == "money":
-        return f"${value:,.2f}"
-    if kind == "signed":
-        return f"{'−' if value < 0 else '+'}${abs(value):,.2f}"
-    if kind == "pct":
-        return f"{value:,.2f}"
-    if kind == "float":
-        return f"{value:,.4g}" if isinstance(value, float) else str(value)
-    if kind == "int":
-        return f"{value:,}"
-    return str(value)
-
-
 def emit(reports: list[views.ReportTable], fmt: Format) -> None:
     """Print ``reports`` as terminal tables, CSV (one header + rows per report, a blank line between)
     or JSON (one object, or a list of them)."""
@@ -122,7 +104,7 @@ def emit(reports: list[views.ReportTable], fmt: Format) -> None:
         shown = [c for c in r.columns if c.terminal]
         t = table(r.title, *((c.header, c.kind != "text") for c in shown))
         for row in r.rows:
-            t.add_row(*(_cell(row.get(c.key), c.kind) for c in shown))
+            t.add_row(*(views.format_value(row.get(c.key), c.kind, ("✅", "❌")) for c in shown))
         console.print(t)
         for note in r.notes:
             console.print(note, style="dim", markup=False)

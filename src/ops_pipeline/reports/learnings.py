@@ -214,6 +214,9 @@ def _answers(accounts: list[dict[str, Any]], buckets: list[dict[str, Any]], corr
         return []
     small, large = accounts[0], accounts[-1]
     n_all = sum(a["closed_trades"] for a in accounts)
+    if small is large:
+        return [{"question": "Seed 003's questions", "answer": "Each compares accounts of different sizes: select more "
+                 "than one account.", "sample": _sample(n_all)}]
 
     dd_ratio = small["max_drawdown_pct"] / large["max_drawdown_pct"] if large["max_drawdown_pct"] else None
     worse = small["total_return_pct"] <= large["total_return_pct"]

@@ -209,6 +209,26 @@ def load_activity(db: Database, configs: list[AccountConfig]) -> Activity:
 
 # --- helpers --------------------------------------------------------------------------------------
 
+def format_value(value: Any, kind: str, yes_no: tuple[str, str] = ("yes", "no")) -> str:
+    """A cell as people read it: ``money`` $1,234.50, ``signed`` +$12.00 / −$12.00, ``pct`` 12.50,
+    ``float`` four significant digits, ``int`` 1,234; None as "—", a bool as ``yes_no``."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return yes_no[0] if value else yes_no[1]
+    if kind == "money":
+        return f"${value:,.2f}"
+    if kind == "signed":
+        return f"{'−' if value < 0 else '+'}${abs(value):,.2f}"
+    if kind == "pct":
+        return f"{value:,.2f}"
+    if kind == "float" and isinstance(value, float):
+        return f"{value:,.4g}"
+    if kind == "int" and isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
 def _usd(value: Any) -> float:
     return float(money(Decimal(str(value)))) if value is not None and not pd.isna(value) else 0.0
 
@@ -296,9 +316,8 @@ def compare(activity: Activity, period: Period) -> ReportTable:
             "open_exposure": _usd(snap["open_exposure"]) if snap is not None else 0.0,
             "max_exposure": float(limits.max_notional_exposure),
         })
-    every = pd.concat([a.executions_in(period) for a in activity.accounts if len(a.executions)], ignore_index=True) \
-        if any(len(a.executions) for a in activity.accounts) else pd.DataFrame()
-    total = _trade_figures(every) if len(every) else _trade_figures(pd.DataFrame())
+    in_period = [e for a in activity.accounts if len(e := a.executions_in(period))]
+    total = _trade_figures(pd.concat(in_period, ignore_index=True) if in_period else pd.DataFrame())
     initial = sum(r["initial_balance"] for r in rows)
     equity = sum(r["equity"] for r in rows)
     rows.append({

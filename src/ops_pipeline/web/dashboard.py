@@ -56,22 +56,6 @@ SERVER_LINKS = Links("/", "/compare", "/learnings", "/static/plotly.min.js", lam
 STATIC_LINKS = Links("index.html", "compare.html", "learnings.html", "plotly.min.js", lambda name: f"account-{name}.html")
 
 
-def _fmt(value: Any, kind: str) -> str:
-    if value is None or value == "":
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if kind == "money":
-        return f"${value:,.2f}"
-    if kind == "signed":
-        return f"{'−' if value < 0 else '+'}${abs(value):,.2f}"
-    if kind == "pct":
-        return f"{value:,.2f}"
-    if kind == "float" and isinstance(value, float):
-        return f"{value:,.4g}"
-    return str(value)
-
-
 def _cell_class(value: Any, kind: str, key: str = "") -> str:
     """Red for a loss, green for a gain: signed dollars, and percentages of return or P&L (not a
     drawdown or a risk %)."""
@@ -96,7 +80,7 @@ class Site:
                  at: dt.datetime | None = None) -> None:
         self.db, self.configs, self.links, self.refresh, self.at = db, configs, links, refresh, at
         self.env = Environment(loader=PackageLoader("ops_pipeline.web", "templates"), autoescape=select_autoescape(["html"]))
-        self.env.globals.update(fmt=_fmt, cell_class=_cell_class)
+        self.env.globals.update(fmt=views.format_value, cell_class=_cell_class)
 
     @property
     def account_names(self) -> list[str]:
