@@ -144,6 +144,11 @@ def snapshot_time(path: Path) -> dt.datetime | None:
     return from_exchange(dt.datetime.strptime(match[1], "%Y%m%dT%H%M%S"))
 
 
+CHAIN_COLUMNS = frozenset({"contractSymbol", "ticker", "type", "strike", "expiration", "bid", "ask", "volume", "openInterest",
+                           "spot_price"})
+"""The columns of a snapshot file the product reads (the others are not parsed)."""
+
+
 def read_chain(path: Path, tickers: frozenset[str] | None = None) -> dict[str, pd.DataFrame]:
     """One snapshot file's usable rows per ticker (only ``tickers`` if given), columns
     ``contractSymbol, type, strike, expiration, bid, ask, volume, openInterest, spot_price``;
@@ -153,7 +158,7 @@ def read_chain(path: Path, tickers: frozenset[str] | None = None) -> dict[str, p
         DataError: unreadable file or a header without the required columns (names them).
     """
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, usecols=lambda column: column in CHAIN_COLUMNS)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError, EOFError) as exc:
         raise DataError(f"{path}: cannot read option chain ({exc})") from None
     has_symbol = "contractSymbol" in frame.columns
@@ -202,18 +207,20 @@ def parity_spot(rows: pd.DataFrame, at: dt.datetime) -> tuple[float, float] | No
         fewer than 3 pairs.
     """
     file_spot = float(rows["spot_price"].dropna().iloc[0])
-    _, expiry_close = _expiry_closes(rows)
+    expiry_day, expiry_close = _expiry_closes(rows)
     years = (expiry_close - at.timestamp()) / YEAR_SECS
-    near = (rows["bid"].to_numpy(float) > 0) & (np.abs(rows["strike"].to_numpy(float) / file_spot - 1) <= PARITY_MONEYNESS)
-    near &= (years > 0) & (years <= PARITY_MAX_DAYS / 365)
-    pick = rows[near].assign(mid=lambda f: (f["bid"] + f["ask"]) / 2, years=years[near])
-    calls = pick[pick["type"] == "call"].set_index(["expiration", "strike"])
-    puts = pick[pick["type"] == "put"].set_index(["expiration", "strike"])
-    pairs = calls.join(puts, how="inner", lsuffix="_c", rsuffix="_p")
-    if len(pairs) < 3:
+    strike, bid = rows["strike"].to_numpy(float), rows["bid"].to_numpy(float)
+    near = (bid > 0) & (np.abs(strike / file_spot - 1) <= PARITY_MONEYNESS) & (years > 0) & (years <= PARITY_MAX_DAYS / 365)
+    mid = (bid + rows["ask"].to_numpy(float)) / 2
+    is_call = (rows["type"] == "call").to_numpy()
+    # pair each call with the put of the same expiration and strike (a contract is listed once per file)
+    key = expiry_day.astype(np.int64) * 100_000_000 + np.round(strike * 1000).astype(np.int64)
+    calls, puts = np.flatnonzero(near & is_call), np.flatnonzero(near & ~is_call)
+    _, ci, pi = np.intersect1d(key[calls], key[puts], assume_unique=False, return_indices=True)
+    if len(ci) < 3:
         return None
-    strikes = pairs.index.get_level_values("strike").to_numpy(float)
-    implied = pairs["mid_c"].to_numpy() - pairs["mid_p"].to_numpy() + strikes * np.exp(-RISK_FREE_RATE * pairs["years_c"].to_numpy())
+    c, p = calls[ci], puts[pi]
+    implied = mid[c] - mid[p] + strike[c] * np.exp(-RISK_FREE_RATE * years[c])
     spot = float(np.median(implied))
     stderr = float(1.2533 * np.std(implied) / math.sqrt(len(implied)) / spot * 1e4)
     return spot, stderr
