@@ -165,6 +165,9 @@ def test_learnings_answer_each_seed_question_with_its_sample(replay_db):
     assert metrics["tiny-1k"]["time_to_double"].startswith("not enough data (4 days")
     buckets = tables["learnings-quality"]["rows"]
     assert sum(b["trades"] for b in buckets) == closed
+    tiers = {t["tier"]: t for t in tables["learnings-tiers"]["rows"]}
+    assert sum(t["closed_trades"] for t in tiers.values()) == closed
+    assert tiers["tiny"]["total_return_pct"] == metrics["tiny-1k"]["total_return_pct"]  # one account per tier here
 
 
 def test_a_report_on_a_bad_date_or_unknown_account_is_one_line(replay_db):

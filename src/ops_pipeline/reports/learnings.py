@@ -187,21 +187,44 @@ class Learnings:
     answers to seed 003's questions."""
 
     accounts: list[dict[str, Any]]
+    tiers: list[dict[str, Any]]
     quality_buckets: list[dict[str, Any]]
     quality_correlation: dict[str, Any]
     quality_by_account: dict[str, dict[str, Any]]
     answers: list[dict[str, str]]
 
 
+def _pooled_outcomes(accounts: list[AccountActivity]) -> pd.DataFrame:
+    frames = [a.outcomes for a in accounts if len(a.outcomes)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def tier_metrics(activity: Activity) -> list[dict[str, Any]]:
+    """Per tier (accounts of one tier pooled; smallest tier first): accounts, combined return %
+    (summed equity on summed initial balances), and the trade metrics of their pooled closed trades."""
+    by_tier: dict[str, list[AccountActivity]] = {}
+    for a in activity.accounts:
+        by_tier.setdefault(a.config.risk.account_tier.value, []).append(a)
+    rows = []
+    for tier, members in by_tier.items():
+        initial = sum(a.initial_balance for a in members)
+        final = sum(float(a.equity["equity"].iloc[-1]) if len(a.equity) else a.initial_balance for a in members)
+        outcomes = _pooled_outcomes(members)
+        pnl = outcomes["realized_pnl"].astype(float) if len(outcomes) else pd.Series(dtype=float)
+        rows.append({"tier": tier, "accounts": ", ".join(a.name for a in members), "initial_balance": _r(initial),
+                     "total_return_pct": _r((final / initial - 1) * 100), **trade_metrics(pnl)})
+    return rows
+
+
 def build_learnings(activity: Activity) -> Learnings:
     """Everything ``report learnings`` and the learnings page show."""
     accounts = [account_metrics(a) for a in activity.accounts]
-    pooled = pd.concat([a.outcomes for a in activity.accounts if len(a.outcomes)], ignore_index=True) \
-        if any(len(a.outcomes) for a in activity.accounts) else pd.DataFrame()
+    pooled = _pooled_outcomes(activity.accounts)
     by_account = {a.name: quality_correlation(a.outcomes) for a in activity.accounts}
     correlation = quality_correlation(pooled)
     buckets = quality_buckets(pooled)
-    return Learnings(accounts, buckets, correlation, by_account, _answers(accounts, buckets, correlation))
+    return Learnings(accounts, tier_metrics(activity), buckets, correlation, by_account,
+                     _answers(accounts, buckets, correlation))
 
 
 def _sample(n: int) -> str:
@@ -275,8 +298,8 @@ def _money(value: float | None) -> str:
 
 
 def learnings_tables(result: Learnings) -> list[ReportTable]:
-    """The learnings as report tables: metrics per account, day versus swing, quality buckets,
-    and the answers."""
+    """The learnings as report tables: metrics per account, per tier, day versus swing, quality
+    buckets, and the answers."""
     metrics = [{k: v for k, v in a.items() if not isinstance(v, dict)} | {"time_to_double": a["time_to_double"]["text"],
                "quality_rho": result.quality_by_account[a["account_name"]]["rho"],
                "quality_p_value": result.quality_by_account[a["account_name"]]["p_value"]} for a in result.accounts]
@@ -296,6 +319,12 @@ def learnings_tables(result: Learnings) -> list[ReportTable]:
             Column("quality_rho", "quality ρ", "float"), Column("quality_p_value", "p", "float", terminal=False)), metrics,
             notes=["PF profit factor; DD drawdown of daily equity; Sharpe and Sortino annualised on daily returns "
                    "(empyrical-reloaded); quality ρ: Spearman of score with P&L % (its p-value, DD dates and tier in CSV/JSON)"]),
+        ReportTable("learnings-tiers", "Learnings per tier (its accounts' closed trades pooled)", (
+            Column("tier", "tier"), Column("accounts", "accounts"), Column("initial_balance", "initial balance", "money"),
+            Column("total_return_pct", "return %", "pct"), Column("closed_trades", "closed", "int"),
+            Column("win_rate_pct", "win %", "pct"), Column("avg_win", "avg win", "signed"),
+            Column("avg_loss", "avg loss", "signed"), Column("profit_factor", "PF", "float"),
+            Column("expectancy", "expectancy", "signed")), result.tiers),
         ReportTable("learnings-strategies", "Day versus swing trades", (
             Column("account_name", "account"), Column("strategy", "kind"), Column("closed_trades", "closed", "int"),
             Column("win_rate_pct", "win rate %", "pct"), Column("expectancy", "expectancy", "signed"),

@@ -146,10 +146,10 @@ class Site:
         """Seed 003's questions answered, the metric set, day versus swing, quality against outcome."""
         activity = self._activity()
         result = build_learnings(activity)
-        metrics, strategies, quality, answers = learnings_tables(result)
+        metrics, tiers, strategies, quality, answers = learnings_tables(result)
         outcomes = [a.outcomes for a in activity.accounts if len(a.outcomes)]
         pooled = pd.concat(outcomes, ignore_index=True) if outcomes else pd.DataFrame()
-        return self._render("learnings.html", "learnings", "Learnings (seed 003)", activity, metrics=metrics,
+        return self._render("learnings.html", "learnings", "Learnings (seed 003)", activity, metrics=metrics, tiers=tiers,
                             strategies=strategies, quality=quality, answers=answers,
                             charts={"buckets": _chart(figures.quality_buckets_figure(result.quality_buckets)),
                                     "quality": _chart(figures.quality_figure(pooled, "All accounts: quality score against outcome"))})
