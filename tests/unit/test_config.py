@@ -96,14 +96,3 @@ def test_accounts_file_problems_are_all_listed(tmp_path):
 def test_schedule_offset_must_be_inside_the_period():
     with pytest.raises(ValueError, match="offset_minutes"):
         AccountSpec.model_validate({"name": "x1", "tier": "tiny", "initial_balance": 1, "schedule": {"every_minutes": 5, "offset_minutes": 5}})
-
-
-def test_the_next_scheduled_run_follows_the_offset():
-    import datetime as dt
-
-    from ops_pipeline.config.models import Schedule
-
-    small = Schedule(every_minutes=5, offset_minutes=1)
-    at = dt.datetime(2026, 3, 16, 14, 2, 30, tzinfo=dt.UTC)  # 10:02:30 New York
-    assert small.seconds_until_next(at) == 210  # 10:06:00
-    assert Schedule(every_minutes=1).seconds_until_next(at) == 30

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ops_pipeline.adapters.market_data.calendar import TradingCalendar
 from ops_pipeline.bootstrap import build_live_account
 from ops_pipeline import logs
 from ops_pipeline.cli.common import (
@@ -25,6 +26,7 @@ from ops_pipeline.cli.common import (
 from ops_pipeline.config.loader import ConfigSource, account_spec
 from ops_pipeline.errors import BrokerError, ConfigError, MarketDataError
 from ops_pipeline.services.runner import AccountRunner, AccountRunResult
+from ops_pipeline.services.schedule import MarketTimer, wait_for_next_run
 
 EXIT_ERROR = 1
 EXIT_BUSY = 3
@@ -47,8 +49,9 @@ def run_account(
 
     One run of an account at a time: another run of the same account waits up to --lock-wait
     seconds, then exits 3 saying so. --once exits 0 when the run succeeded and 1 when it ended on
-    an error (recorded in the database and the log). The loop goes on after errors, and waits in
-    real seconds; against a paper exchange faster than real time, call --once from a scheduler.
+    an error (recorded in the database and the log). The loop goes on after errors and runs at the
+    account's minutes of the broker's market clock (open hours only; a paper exchange at --speed 60
+    is followed at its speed).
     """
     source = ConfigSource.from_settings(config_dir=config_dir)
     setup_logging(logs.account_log_file(logs_dir(), _tier(source, account)), log_format.value)
@@ -59,6 +62,8 @@ def run_account(
         raise fail(str(exc)) from None
     runner = AccountRunner(db, runtime, lock_wait_secs=lock_wait)
     schedule = runtime.config.account.schedule
+    timer, calendar = MarketTimer(runtime.dispatcher.clock), TradingCalendar()
+    calibrated = once
     while True:
         try:
             result = runner.run_once()
@@ -69,11 +74,13 @@ def run_account(
         if once:
             raise typer.Exit(0 if result.status in ("ok", "disabled") else EXIT_BUSY if result.status == "busy" else EXIT_ERROR)
         try:
-            wait = schedule.seconds_until_next(runtime.dispatcher.clock.now())
+            if not calibrated:  # how fast the broker's market time runs (a paper exchange may run at 60x)
+                timer.calibrate()
+                calibrated = True
+            wait_for_next_run(timer, schedule, calendar)
         except (BrokerError, MarketDataError) as exc:
             log.error("[%s] market clock unavailable (%s); next try in %.0fs", account, exc, RETRY_AFTER_FAILURE_SECS)
-            wait = RETRY_AFTER_FAILURE_SECS
-        time.sleep(wait)
+            time.sleep(RETRY_AFTER_FAILURE_SECS)
 
 
 def _tier(source: ConfigSource, account: str) -> str:

@@ -7,9 +7,7 @@ dollars, times are minutes or seconds as the key says.
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -198,14 +196,6 @@ class Schedule(_Frozen):
     def fires_at(self, minute_of_day: int) -> bool:
         """True when a run is due at ``minute_of_day`` (minutes since midnight, exchange time)."""
         return minute_of_day % self.every_minutes == self.offset_minutes
-
-    def seconds_until_next(self, now: dt.datetime) -> float:
-        """Seconds from ``now`` (aware) to the start of the next minute at which a run is due."""
-        local = now.astimezone(ZoneInfo("America/New_York"))
-        start = local.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-        while not self.fires_at(start.hour * 60 + start.minute):
-            start += dt.timedelta(minutes=1)
-        return (start - local).total_seconds()
 
 
 class SignalSettings(_Frozen):

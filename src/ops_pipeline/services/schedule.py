@@ -114,3 +114,42 @@ class MarketTimer:
         if self._anchor is not None and self.monotonic() - self._anchor[1] > self.resync_secs:
             self.read()
         return (target - self.predict()).total_seconds() / self.speed
+
+
+def wait_for_next_run(timer: MarketTimer, schedule: Schedule, calendar: TradingCalendar, *,
+                      sleep: Callable[[float], object] = time.sleep, tick_secs: float = 1.0,
+                      idle_secs: float = 60.0) -> dt.datetime:
+    """Wait, in real time, for the next market minute at which ``schedule`` is due, and return it
+    (aware UTC) once the clock shows it: never early, closed hours and days skipped, market time
+    followed at the clock's speed (a paper exchange at ``--speed 60`` included; call
+    :meth:`MarketTimer.calibrate` once first). Minutes the clock jumped past are not caught up: the
+    minute it shows is taken if due, else the next due one.
+
+    ``sleep`` and ``timer``'s monotonic clock are injected in tests; waits are at most ``tick_secs``
+    real seconds between checks; with no session in :data:`SEARCH_DAYS` days it waits ``idle_secs``
+    and looks again.
+
+    Raises:
+        MarketDataError, BrokerError: the clock cannot be read (the caller retries).
+    """
+    target: dt.datetime | None = None
+    while True:
+        if target is None:
+            target = next_due([schedule], timer.read(), calendar)
+            if target is None:
+                sleep(idle_secs)
+                continue
+        remaining = timer.real_secs_until(target)
+        if remaining > 0:
+            sleep(min(remaining, tick_secs))
+            continue
+        now = timer.read()
+        if now < target:
+            continue
+        if now >= target + MINUTE:  # the clock jumped past it (a paused or restarted exchange)
+            late = floor_minute(now)
+            if is_due(schedule, late, calendar):
+                return late
+            target = None
+            continue
+        return target
