@@ -4,6 +4,7 @@
 - :mod:`.report`: ``report`` (the whole-run report) and ``report daily|compare|over-time|risk|contracts|health|
   tier-validation|over-trading|account|learnings``;
 - :mod:`.dashboard`: ``dashboard`` (the web pages);
+- :mod:`.sweep`: ``sweep GRID.toml`` (a replay per parameter combination, in parallel or on Dask);
 - :mod:`.run`: ``run`` (one account live, once or on its schedule);
 - :mod:`.exchange`: ``paper-exchange serve``;
 - :mod:`.config`: ``config show|check|validate|diff|set|push|history``;
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import typer
 
-from ops_pipeline.cli import admin, config, dashboard, data, exchange, operations, recommendations, start
+from ops_pipeline.cli import admin, config, dashboard, data, exchange, operations, recommendations, start, sweep
 from ops_pipeline.cli import replay as replay_cli
 from ops_pipeline.cli import report as report_cli
 from ops_pipeline.cli import run as run_cli
@@ -31,6 +32,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 app.command("replay")(replay_cli.replay)
 app.add_typer(report_cli.app, name="report")
 app.command("dashboard")(dashboard.dashboard)
+app.command("sweep")(sweep.sweep)
 app.command("run")(run_cli.run_account)
 app.command("start")(start.start)
 app.command("worker", hidden=True)(start.worker)

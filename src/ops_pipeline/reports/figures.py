@@ -180,3 +180,19 @@ def quality_buckets_figure(buckets: list[dict[str, Any]]) -> go.Figure:
     figure.update_layout(title="Quality score buckets: win rate and mean P&L %", template=TEMPLATE, height=380,
                          xaxis={"type": "category", "title": "quality score"})
     return figure
+
+
+def sweep_figure(rows: list[dict[str, Any]]) -> go.Figure:
+    """A sweep's combinations: return % (y) against max drawdown % (x), one colour per account,
+    each point labelled with its settings (``ops-pipeline sweep`` rows)."""
+    figure = go.Figure()
+    for account in dict.fromkeys(r["account"] for r in rows):
+        mine = [r for r in rows if r["account"] == account]
+        figure.add_scatter(x=[r["max_drawdown_pct"] for r in mine], y=[r["return_pct"] for r in mine], mode="markers+text",
+                           name=account, text=[str(r["combination"]) for r in mine], textposition="top center",
+                           hovertext=[f"#{r['combination']} {r['settings']}: return {r['return_pct']:+.2f} %, "
+                                      f"max DD {r['max_drawdown_pct']:.2f} %, {r['trades']} trades" for r in mine],
+                           hoverinfo="text", marker={"size": 10})
+    figure.update_layout(title="Sweep: return against max drawdown per combination (labels: combination #)",
+                         xaxis_title="max drawdown %", yaxis_title="return %", template=TEMPLATE, height=520)
+    return figure
