@@ -78,3 +78,8 @@ def test_a_bad_grid_lists_every_problem_and_runs_nothing(tmp_path, data_dir):
     for problem in ("no account 'huge-1m'", "risk_pct_dy: unknown key", "risk_pct_day: Input should be greater than"):
         assert problem in result.stdout, result.stdout
     assert not list((tmp_path / "out").rglob("*.db"))
+    grid.write_text(GRID.replace('["SPY", "QQQ"]', '["SPY", "XYZQ"]'))
+    result = subprocess.run([sys.executable, "-m", "ops_pipeline.cli", "sweep", str(grid), "--data", str(data_dir),
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no 5-minute bars for XYZQ" in result.stdout, result.stdout
+    assert not list((tmp_path / "out").rglob("*.db"))

@@ -49,6 +49,7 @@ def sweep(
         if not data_dir.is_dir():
             raise DataError(f"no data folder at {data_dir}")
         tasks = sweeps.prepare(grid, ConfigSource.from_settings(config_dir=config_dir), out, data_dir)
+        sweeps.check_data(tasks[0])
     except (ConfigError, DataError) as exc:
         raise fail(str(exc)) from None
     where = f"Dask cluster {cluster}" if cluster else f"{workers or os.cpu_count() or 1} processes"

@@ -217,6 +217,26 @@ def prepare(grid: Grid, base: ConfigSource, out_dir: Path, data_dir: Path) -> li
     return tasks
 
 
+def _replay_settings(task: SweepTask) -> Any:  # noqa: ANN401 - ReplaySettings, imported lazily
+    from ops_pipeline.replay import ReplaySettings  # noqa: PLC0415
+
+    return ReplaySettings(data_dir=Path(task.data_dir), interval_minutes=task.interval_minutes, tickers=task.tickers,
+                          start=dt.date.fromisoformat(task.start), end=dt.date.fromisoformat(task.end),
+                          config_dir=Path(task.config_dir), accounts=task.accounts)
+
+
+def check_data(task: SweepTask) -> None:
+    """Load the window's data once, as a replay would, so a ticker without data or a window without
+    bars stops the sweep before any worker starts.
+
+    Raises:
+        DataError: what the replay would refuse (named).
+    """
+    from ops_pipeline.replay import load_inputs  # noqa: PLC0415
+
+    load_inputs(_replay_settings(task))
+
+
 def run_task(task: SweepTask) -> list[dict[str, Any]]:
     """Replay one combination into its own new SQLite file; one row per account with its figures
     (dollars, percent). Runs in a worker process (or a Dask worker); its log is ``replay.log``
@@ -226,7 +246,7 @@ def run_task(task: SweepTask) -> list[dict[str, Any]]:
         ConfigError, DataError: the combination's configuration or data (checked before it started).
     """
     from ops_pipeline.adapters.db.database import Database, sqlite_url  # noqa: PLC0415 - worker side only
-    from ops_pipeline.replay import ReplaySettings, run_replay  # noqa: PLC0415
+    from ops_pipeline.replay import run_replay  # noqa: PLC0415
     from ops_pipeline.reports.summary import build_report  # noqa: PLC0415
 
     database = Path(task.database)
@@ -239,11 +259,7 @@ def run_task(task: SweepTask) -> list[dict[str, Any]]:
     try:
         db = Database(sqlite_url(database))
         db.upgrade()
-        settings = ReplaySettings(data_dir=Path(task.data_dir), interval_minutes=task.interval_minutes,
-                                  tickers=task.tickers, start=dt.date.fromisoformat(task.start),
-                                  end=dt.date.fromisoformat(task.end), config_dir=Path(task.config_dir),
-                                  accounts=task.accounts)
-        rig, _ = run_replay(db, settings)
+        rig, _ = run_replay(db, _replay_settings(task))
         report = build_report(db, [a.config for a in rig.accounts], {})
         db.dispose()
     finally:
