@@ -17,6 +17,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -139,44 +140,38 @@ def report(
         write_site(db, configs, out)
 
 
-@app.command("daily")
-def daily(date: DateOption = None, since: SinceOption = None, account: AccountOption = None,
-          database_url: DatabaseUrl = None, config_dir: ConfigDir = None, fmt: FormatOption = Format.table) -> None:
-    """Seed 002 "Daily Account Summary": trades, capital deployed, contracts, tickers, first and last trade, P&L."""
-    activity = _activity(database_url, config_dir, account)
-    emit([views.daily(activity, _period(activity, date, since))], fmt)
+PERIOD_REPORTS: list[tuple[str, Callable[[views.Activity, views.Period], views.ReportTable], int, str]] = [
+    ("daily", views.daily, 1,
+     'Seed 002 "Daily Account Summary": trades, capital deployed, contracts, tickers, first and last trade, P&L.'),
+    ("compare", views.compare, 1,
+     'Seed 002 "Compare Accounts Side-by-Side" with the TOTAL row, and each account\'s equity, return and limits.'),
+    ("over-time", views.over_time, OVER_TIME_DAYS,
+     'Seed 002 "Account Performance Over Time": per account per day (default: the 7 days up to --date).'),
+    ("risk", views.risk, 1,
+     'Seed 002 "Compare Risk Percentages Used": risk % used against the tier\'s expectation, OK or off target.'),
+    ("contracts", views.contracts, 1,
+     'Seed 002 "Check Contract Counts by Tier": contracts per order against the tier cap.'),
+    ("tier-validation", views.tier_validation, 1,
+     'Seed 002 "Tier Validation Report": expected balance, risk % and cap against what the account did.'),
+    ("over-trading", views.over_trading, 1,
+     'Trades per account per day against the ticker limit and the other accounts (seed 003 "Monitoring & Alerts").'),
+]
+"""The reports over a period of exchange days: (command, report function, default days, help)."""
 
 
-@app.command("compare")
-def compare(date: DateOption = None, since: SinceOption = None, account: AccountOption = None,
-            database_url: DatabaseUrl = None, config_dir: ConfigDir = None, fmt: FormatOption = Format.table) -> None:
-    """Seed 002 "Compare Accounts Side-by-Side" with the TOTAL row, and each account's equity, return and limits."""
-    activity = _activity(database_url, config_dir, account)
-    emit([views.compare(activity, _period(activity, date, since))], fmt)
+def _period_command(build: Callable[[views.Activity, views.Period], views.ReportTable], default_days: int,
+                    help_text: str) -> Callable[..., None]:
+    def command(date: DateOption = None, since: SinceOption = None, account: AccountOption = None,
+                database_url: DatabaseUrl = None, config_dir: ConfigDir = None, fmt: FormatOption = Format.table) -> None:
+        activity = _activity(database_url, config_dir, account)
+        emit([build(activity, _period(activity, date, since, default_days))], fmt)
+
+    command.__doc__ = help_text
+    return command
 
 
-@app.command("over-time")
-def over_time(date: DateOption = None, since: SinceOption = None, account: AccountOption = None,
-              database_url: DatabaseUrl = None, config_dir: ConfigDir = None, fmt: FormatOption = Format.table) -> None:
-    """Seed 002 "Account Performance Over Time": per account per day (default: the 7 days up to --date)."""
-    activity = _activity(database_url, config_dir, account)
-    emit([views.over_time(activity, _period(activity, date, since, OVER_TIME_DAYS))], fmt)
-
-
-@app.command("risk")
-def risk(date: DateOption = None, since: SinceOption = None, account: AccountOption = None,
-         database_url: DatabaseUrl = None, config_dir: ConfigDir = None, fmt: FormatOption = Format.table) -> None:
-    """Seed 002 "Compare Risk Percentages Used": risk % used against the tier's expectation, OK or off target."""
-    activity = _activity(database_url, config_dir, account)
-    emit([views.risk(activity, _period(activity, date, since))], fmt)
-
-
-@app.command("contracts")
-def contracts(date: DateOption = None, since: SinceOption = None, account: AccountOption = None,
-              database_url: DatabaseUrl = None, config_dir: ConfigDir = None, fmt: FormatOption = Format.table) -> None:
-    """Seed 002 "Check Contract Counts by Tier": contracts per order against the tier cap."""
-    activity = _activity(database_url, config_dir, account)
-    emit([views.contracts(activity, _period(activity, date, since))], fmt)
+for _name, _build, _days, _help in PERIOD_REPORTS:
+    app.command(_name)(_period_command(_build, _days, _help))
 
 
 @app.command("health")
@@ -189,22 +184,6 @@ def health(date: Annotated[str | None, typer.Option(
     day = _day(date, "--date")
     at = dt.datetime.now(dt.UTC) if day is None else dt.datetime.combine(day, dt.time(16), views.EXCHANGE_TZ)
     emit([views.health(activity, at)], fmt)
-
-
-@app.command("tier-validation")
-def tier_validation(date: DateOption = None, since: SinceOption = None, account: AccountOption = None,
-                    database_url: DatabaseUrl = None, config_dir: ConfigDir = None, fmt: FormatOption = Format.table) -> None:
-    """Seed 002 "Tier Validation Report": expected balance, risk % and cap against what the account did."""
-    activity = _activity(database_url, config_dir, account)
-    emit([views.tier_validation(activity, _period(activity, date, since))], fmt)
-
-
-@app.command("over-trading")
-def over_trading(date: DateOption = None, since: SinceOption = None, account: AccountOption = None,
-                 database_url: DatabaseUrl = None, config_dir: ConfigDir = None, fmt: FormatOption = Format.table) -> None:
-    """Trades per account per day against the ticker limit and the other accounts (seed 003 "Monitoring & Alerts")."""
-    activity = _activity(database_url, config_dir, account)
-    emit([views.over_trading(activity, _period(activity, date, since))], fmt)
 
 
 @app.command("account")
