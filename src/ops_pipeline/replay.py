@@ -7,12 +7,19 @@ then, for each account in the accounts file's order whose schedule fires at that
 through :class:`~ops_pipeline.services.runner.AccountRunner` (its lock, its position manager, then
 its dispatcher), as a live run does. At the close: settle expiring contracts and run every
 account's position manager once more. Deterministic: the same inputs give the same rows.
+
+The replay is its database's only writer: it holds every account's run lock from start to end
+and writes inside one unit of work (:meth:`Database.unit_of_work`), committed once per simulated
+minute, whose reads are cached until the rows they read change. The services, their statements
+and the rows they write are the live ones; only the commits are fewer. An error rolls back the
+minute and stops the replay.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,27 +92,33 @@ def run_replay(db: Database, settings: ReplaySettings, progress: ProgressFn | No
     stats = ReplayStats(bars=inputs.bars_in_window)
     runners = [AccountRunner(db, account) for account in rig.accounts]
     total = count_minutes(rig, settings)
-    for session in inputs.sessions:
-        stats.sessions += 1
-        for k in range(1, session.minutes):
-            now = session.open + dt.timedelta(minutes=k)
-            rig.clock.set(now)
-            if on_minute:
-                on_minute(now)
-            stats.recommendations += rig.signals.run(now)
-            local = now.astimezone(EXCHANGE_TZ)
-            minute_of_day = local.hour * 60 + local.minute
+    with ExitStack() as held:
+        for runner in runners:  # for the whole replay: every run finds the lock held (see AccountRunner)
+            held.enter_context(db.account_lock(runner.name, wait_secs=0))
+        uow = held.enter_context(db.unit_of_work())
+        for session in inputs.sessions:
+            stats.sessions += 1
+            for k in range(1, session.minutes):
+                now = session.open + dt.timedelta(minutes=k)
+                rig.clock.set(now)
+                if on_minute:
+                    on_minute(now)
+                stats.recommendations += rig.signals.run(now)
+                local = now.astimezone(EXCHANGE_TZ)
+                minute_of_day = local.hour * 60 + local.minute
+                for runner in runners:
+                    if runner.runtime.config.account.schedule.fires_at(minute_of_day):
+                        runner.run_once()
+                        stats.position_manager_runs += 1
+                        stats.dispatcher_runs += 1
+                uow.commit()
+                stats.minutes += 1
+                if progress:
+                    progress(stats.minutes, total)
+            rig.clock.set(session.close)
+            rig.exchange.settle_expirations()
             for runner in runners:
-                if runner.runtime.config.account.schedule.fires_at(minute_of_day):
-                    runner.run_once()
-                    stats.position_manager_runs += 1
-                    stats.dispatcher_runs += 1
-            stats.minutes += 1
-            if progress:
-                progress(stats.minutes, total)
-        rig.clock.set(session.close)
-        rig.exchange.settle_expirations()
-        for runner in runners:
-            runner.run_once(dispatch=False)
-            stats.position_manager_runs += 1
+                runner.run_once(dispatch=False)
+                stats.position_manager_runs += 1
+            uow.commit()
     return rig, stats

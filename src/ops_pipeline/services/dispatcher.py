@@ -126,12 +126,14 @@ class Dispatcher:
                 self._settle(now, state, halt, summary)
                 with self.db.transaction() as conn:
                     repo = AccountRepository(conn, name)
-                    cutoff = now - dt.timedelta(minutes=cfg.lookback_window_minutes)
-                    summary.stale = repo.reject_stale(
-                        run_id=summary.run_id, now=now, cutoff=cutoff, detail=f"max={cfg.lookback_window_minutes}min"
-                    )
-                    claims = repo.claim(run_id=summary.run_id, now=now, limit=cfg.max_signals_per_run,
-                                        ttl=dt.timedelta(minutes=cfg.processing_ttl_minutes))
+                    ttl = dt.timedelta(minutes=cfg.processing_ttl_minutes)
+                    claims = []
+                    if repo.may_have_claims(now=now, ttl=ttl):
+                        cutoff = now - dt.timedelta(minutes=cfg.lookback_window_minutes)
+                        summary.stale = repo.reject_stale(
+                            run_id=summary.run_id, now=now, cutoff=cutoff, detail=f"max={cfg.lookback_window_minutes}min"
+                        )
+                        claims = repo.claim(run_id=summary.run_id, now=now, limit=cfg.max_signals_per_run, ttl=ttl)
                 summary.claimed = len(claims)
                 valid = [c for c in claims if isinstance(c, Recommendation)]
                 for bad in (c for c in claims if isinstance(c, InvalidRecommendation)):

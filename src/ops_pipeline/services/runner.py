@@ -6,7 +6,8 @@ all call, so every entry point gets the same guarantees (SPEC "One account, one 
 2. A ``disabled`` account is not run (seed 002 "Stop tiny account": its schedule is off).
    Otherwise read the market clock once. If it cannot be read, record the failed run and stop.
 3. Runs of this account still marked ``running`` belong to a dead process (the lock proves it):
-   mark them ``abandoned`` and release their claims at once.
+   mark them ``abandoned`` and release their claims at once. Looked for at every run that takes
+   the lock afresh; a process that has held it since its last look (the replay) looks once.
 4. Refresh configuration and credentials (LOOP mode), run the position manager, then — unless the
    position manager could not finish, so positions may be unmanaged — the dispatcher.
 
@@ -80,6 +81,7 @@ class AccountRunner:
         self.lock_wait_secs = lock_wait_secs
         self.wall_clock = wall_clock or SystemClock()
         self._last_now: dt.datetime | None = None
+        self._looked_for_dead_runs = False
         self.log = account_log("runner", runtime.config.name)
 
     @property
@@ -89,13 +91,13 @@ class AccountRunner:
     def run_once(self, *, dispatch: bool = True) -> AccountRunResult:
         """One run; ``dispatch=False`` runs the position manager only (the replay's close)."""
         try:
-            with self.db.account_lock(self.name, wait_secs=self.lock_wait_secs):
-                return self._locked(dispatch)
+            with self.db.account_lock(self.name, wait_secs=self.lock_wait_secs) as taken_now:
+                return self._locked(dispatch, look_for_dead_runs=taken_now or not self._looked_for_dead_runs)
         except RunInProgress as exc:
             self.log.warning("%s; this run does nothing", exc)
             return AccountRunResult(self.name, "busy", error=str(exc))
 
-    def _locked(self, dispatch: bool) -> AccountRunResult:
+    def _locked(self, dispatch: bool, *, look_for_dead_runs: bool) -> AccountRunResult:
         with self.db.read() as conn:
             registered = SharedRepository(conn).registration(self.name)
         if registered is not None and registered.state == AccountState.DISABLED.value:
@@ -107,8 +109,11 @@ class AccountRunner:
             return self._failed(self._market_time_before(), f"market clock unavailable: {exc}")
         self._last_now = now
         result = AccountRunResult(self.name, "ok", now)
-        with self.db.transaction() as conn:
-            abandoned = AccountRepository(conn, self.name).abandon_running_runs(now)
+        abandoned = []
+        if look_for_dead_runs:
+            with self.db.transaction() as conn:
+                abandoned = AccountRepository(conn, self.name).abandon_running_runs(now)
+            self._looked_for_dead_runs = True
         result.abandoned = len(abandoned)
         for run in abandoned:
             self.log.warning("run %s (pid %s, started %s) was left running by a dead process: abandoned, "

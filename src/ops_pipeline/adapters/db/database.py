@@ -4,18 +4,24 @@
 (``sqlite:///PATH``) and PostgreSQL (``postgresql://…``, driven by psycopg 3) are accepted; anything
 else is a :class:`~ops_pipeline.errors.DatabaseError` naming it.
 
-Transactions (:meth:`Database.transaction`, the unit of work) commit on success and roll back on
-error; repositories never commit. On SQLite a transaction starts with ``BEGIN IMMEDIATE``: it takes
+Transactions (:meth:`Database.transaction`) commit on success and roll back on error; repositories
+never commit. On SQLite a transaction starts with ``BEGIN IMMEDIATE``: it takes
 the write lock up front and waits for it (``busy_timeout``), so two processes writing one file
 queue instead of failing on a stale read snapshot. :meth:`Database.read` starts a plain deferred
 transaction for read-only work. SQLite files run in WAL mode with ``synchronous=NORMAL``.
+
+:meth:`Database.unit_of_work` is the replay's: one connection and one transaction that every
+``transaction()`` and ``read()`` of the thread joins, committed by :meth:`UnitOfWork.commit` (once
+per simulated minute), with a :class:`~ops_pipeline.adapters.db.cache.ReadCache` of what the runs
+read. Live runs never use one: they keep their commit before every order.
 
 ``read_only=True`` opens SQLite with ``mode=ro`` (the file must exist and is never created or
 changed) and PostgreSQL with ``default_transaction_read_only``: what ``report`` uses.
 
 :meth:`Database.account_lock` is held for the whole of one account's run (SPEC "One account, one
 run at a time"): a PostgreSQL advisory lock, or on SQLite an ``flock`` on a file beside the
-database; both are released by the operating system or the server when the process dies.
+database; both are released by the operating system or the server when the process dies. It is
+re-entrant within one thread (the replay takes every account's lock once, for its whole length).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
+from ops_pipeline.adapters.db.cache import CACHE_KEY, ReadCache
 from ops_pipeline.errors import DatabaseError, RunInProgress
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -85,6 +92,35 @@ def parse_database_url(url: str) -> URL:
     return parsed
 
 
+class UnitOfWork:
+    """One connection and one open transaction shared by a thread's ``transaction()`` and ``read()``
+    blocks (:meth:`Database.unit_of_work`).
+
+    A block that raises poisons it: its writes cannot be undone alone, so the whole unit is rolled
+    back when it ends and any later block raises :class:`~ops_pipeline.errors.DatabaseError`.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.cache = ReadCache()
+        self.failed: BaseException | None = None
+        self.commits = 0
+
+    def commit(self) -> None:
+        """Commit what the blocks wrote since the last commit; the next statement begins anew.
+
+        Raises:
+            DatabaseError: a block failed since the unit of work began.
+        """
+        self._check()
+        self.conn.commit()
+        self.commits += 1
+
+    def _check(self) -> None:
+        if self.failed is not None:
+            raise DatabaseError(f"the unit of work was rolled back after an error: {self.failed!r}")
+
+
 class Database:
     """One database: an engine, its migrations, transactions, per-account locks.
 
@@ -122,6 +158,7 @@ class Database:
             event.listen(self.engine, "connect", self._sqlite_connect)
             event.listen(self.engine, "begin", self._sqlite_begin)
         self._reader = self.engine.execution_options(ops_read_only=True)
+        self._local = threading.local()
 
     @property
     def dialect(self) -> str:
@@ -168,27 +205,97 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A connection inside one transaction, committed when the block ends without error
-        (``BEGIN IMMEDIATE`` on SQLite: the write lock is taken first)."""
-        with self.engine.begin() as conn:
-            yield conn
+        (``BEGIN IMMEDIATE`` on SQLite: the write lock is taken first). Inside this thread's
+        :meth:`unit_of_work`, its connection: committed with the unit.
+
+        Raises:
+            DatabaseError: inside a unit of work that an earlier block's error rolled back.
+        """
+        uow: UnitOfWork | None = getattr(self._local, "uow", None)
+        if uow is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        uow._check()
+        try:
+            yield uow.conn
+        except BaseException as exc:
+            uow.failed = exc
+            raise
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection inside one read-only-intended transaction (deferred on SQLite)."""
-        with self._reader.begin() as conn:
-            yield conn
+        """A connection inside one read-only-intended transaction (deferred on SQLite); inside this
+        thread's :meth:`unit_of_work`, its connection (reads see the unit's writes)."""
+        uow: UnitOfWork | None = getattr(self._local, "uow", None)
+        if uow is None:
+            with self._reader.begin() as conn:
+                yield conn
+            return
+        uow._check()
+        yield uow.conn
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[UnitOfWork]:
+        """One transaction for this thread's blocks until :meth:`UnitOfWork.commit`; committed at the
+        end of the block, rolled back if it raises or a block inside failed. For a process that is
+        its database's only writer and holds the account locks throughout (the replay): its reads
+        are cached (:mod:`~ops_pipeline.adapters.db.cache`).
+
+        Raises:
+            DatabaseError: the database is read-only; a unit of work is already open in this thread;
+                a block inside failed (after the rollback).
+        """
+        if self.read_only:
+            raise DatabaseError(f"{self.redacted_url()} is opened read-only")
+        if getattr(self._local, "uow", None) is not None:
+            raise DatabaseError("a unit of work is already open in this thread")
+        with self.engine.connect() as conn:
+            uow = UnitOfWork(conn)
+            conn.info[CACHE_KEY] = uow.cache
+            uow.cache.watch(conn)
+            self._local.uow = uow
+            try:
+                yield uow
+                uow.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                self._local.uow = None
+                conn.info.pop(CACHE_KEY, None)  # info lives with the pooled DBAPI connection
 
     @contextmanager
     def account_lock(self, account_name: str, *, wait_secs: float = 5.0,
                      monotonic: Callable[[], float] = time.monotonic,
-                     sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
-        """Hold the run lock of one account for the block; other accounts are not affected.
+                     sleep: Callable[[float], None] = time.sleep) -> Iterator[bool]:
+        """Hold the run lock of one account for the block; other accounts are not affected. Yields
+        True when the lock was taken now, False when this thread already held it (re-entrant: no
+        other process can have run the account since this thread took it).
 
         Waits up to ``wait_secs`` seconds for a run of the same account to finish.
 
         Raises:
             RunInProgress: the lock is still held by another run after ``wait_secs``.
         """
+        held: dict[str, int] = self._local.__dict__.setdefault("held", {})
+        if held.get(account_name):
+            held[account_name] += 1
+            try:
+                yield False
+            finally:
+                held[account_name] -= 1
+            return
+        with self._account_lock(account_name, wait_secs, monotonic, sleep):
+            held[account_name] = 1
+            try:
+                yield True
+            finally:
+                held[account_name] = 0
+
+    @contextmanager
+    def _account_lock(self, account_name: str, wait_secs: float, monotonic: Callable[[], float],
+                      sleep: Callable[[float], None]) -> Iterator[None]:
         name = f"ops-pipeline:account:{account_name}"
         deadline = monotonic() + wait_secs
         if self.dialect == "postgresql":

@@ -8,6 +8,7 @@ all accounts share (recommendations, the account registry).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,8 +18,10 @@ from sqlalchemy import Connection, exists, func, literal_column, or_, select, ty
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import NullType
 
+from ops_pipeline.adapters.db.cache import announce, cache_of
 from ops_pipeline.adapters.db.scope import AccountScope
 from ops_pipeline.adapters.db.tables import (
+    ACCOUNT_SCOPED,
     account_equity_snapshots,
     account_metadata,
     account_state_changes,
@@ -59,8 +62,10 @@ def insert_ignore(conn: Connection, table, values: dict[str, Any], conflict: Seq
     """INSERT … ON CONFLICT DO NOTHING on PostgreSQL and SQLite; True if a row was inserted."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
-    # rowcount is not reliable for INSERT … ON CONFLICT on every driver; RETURNING is.
-    return conn.execute(stmt.returning(literal_column("1"))).first() is not None
+    owner = values.get("account_name") if table.name in ACCOUNT_SCOPED else None
+    with announce(conn, owner, table.name):
+        # rowcount is not reliable for INSERT … ON CONFLICT on every driver; RETURNING is.
+        return conn.execute(stmt.returning(literal_column("1"))).first() is not None
 
 
 def _raw(column: Any) -> Any:  # noqa: ANN401 - a SQL expression
@@ -95,7 +100,12 @@ class SharedRepository:
     def registration(self, name: str) -> Any:
         """One registered account's ``(account_name, tier, state, flatten)``, or None."""
         t = trading_accounts.c
-        return self.conn.execute(select(t.account_name, t.tier, t.state, t.flatten).where(t.account_name == name)).first()
+
+        def load() -> Any:
+            return self.conn.execute(select(t.account_name, t.tier, t.state, t.flatten).where(t.account_name == name)).first()
+
+        cache = cache_of(self.conn)
+        return load() if cache is None else cache.get(("registration", name), ((None, trading_accounts.name),), load)
 
     def account_states(self) -> dict[str, Any]:
         """Every registered account's ``(account_name, tier, state, flatten)``, by name."""
@@ -113,17 +123,20 @@ class SharedRepository:
         before = self.conn.execute(select(t.state).where(t.account_name == name)).scalar_one_or_none()
         if before is None:
             raise KeyError(name)
-        self.conn.execute(update(trading_accounts).where(t.account_name == name).values(state=to_state, flatten=flatten))
-        self.conn.execute(AccountScope(name).insert(account_state_changes).values(
-            from_state=before, to_state=to_state, flatten=flatten, changed_by=by, changed_at=at, reason=reason))
+        with announce(self.conn, None, trading_accounts.name):
+            self.conn.execute(update(trading_accounts).where(t.account_name == name).values(state=to_state, flatten=flatten))
+        with announce(self.conn, name, account_state_changes.name):
+            self.conn.execute(AccountScope(name).insert(account_state_changes).values(
+                from_state=before, to_state=to_state, flatten=flatten, changed_by=by, changed_at=at, reason=reason))
         return before
 
     def record_config_version(self, *, tier: str, account_name: str | None, source: str, version: str | None,
                               at: dt.datetime, accepted: bool, diff: dict[str, Any] | None, reason: str | None) -> None:
         """One row of config history: a parameter version applied or refused."""
-        self.conn.execute(config_versions.insert().values(
-            tier=tier, account_name=account_name, source=source, version=version, recorded_at=at,
-            accepted=accepted, diff=diff, reason=reason))
+        with announce(self.conn, None, config_versions.name):
+            self.conn.execute(config_versions.insert().values(
+                tier=tier, account_name=account_name, source=source, version=version, recorded_at=at,
+                accepted=accepted, diff=diff, reason=reason))
 
     def config_history(self, *, tier: str | None = None, account_name: str | None = None, limit: int = 50) -> list[Any]:
         c = config_versions.c
@@ -151,6 +164,20 @@ class AccountRepository:
         self.scope = AccountScope(account_name)
         self.account_name = account_name
 
+    def _write(self, table: Any, stmt: Any) -> Any:  # noqa: ANN401 - a Table, a DML statement, a result
+        """Execute one INSERT, UPDATE or DELETE of this account's rows of ``table``."""
+        with announce(self.conn, self.account_name, table.name):
+            return self.conn.execute(stmt)
+
+    def _cached(self, key: tuple[Any, ...], tables: tuple[Any, ...], load: Any, *, shared: tuple[Any, ...] = ()) -> Any:  # noqa: ANN401
+        """``load()``, or inside a unit of work the value it gave while none of this account's rows
+        of ``tables`` (nor the ``shared`` tables) changed (:mod:`~ops_pipeline.adapters.db.cache`)."""
+        cache = cache_of(self.conn)
+        if cache is None:
+            return load()
+        deps = tuple((self.account_name, t.name) for t in tables) + tuple((None, t.name) for t in shared)
+        return cache.get((self.account_name, *key), deps, load)
+
     # --- runs ---------------------------------------------------------------------------------
     def start_run(self, run_id: str, kind: str, now: dt.datetime, pid: int | None = None) -> str:
         """Record a run's start; returns its id (suffixed ``-2``, ``-3``… if one started the same second)."""
@@ -171,7 +198,7 @@ class AccountRepository:
         running = self.conn.execute(self.scope.select(r).where(r.c.status == "running").order_by(r.c.started_at)).all()
         if running:
             ids = [row.run_id for row in running]
-            self.conn.execute(self.scope.update(r).where(r.c.run_id.in_(ids)).values(
+            self._write(r, self.scope.update(r).where(r.c.run_id.in_(ids)).values(
                 status="abandoned", finished_at=now, error="the process running it died; its claims were released"))
             self.release_claims(ids)
         return running
@@ -179,10 +206,9 @@ class AccountRepository:
     def finish_run(self, run_id: str, now: dt.datetime, status: str, summary: dict[str, Any], error: str | None = None,
                    wall_secs: float | None = None) -> None:
         """Record a run's end (``now``: market time) and how long it took in real seconds."""
-        self.conn.execute(
-            self.scope.update(dispatch_runs).where(dispatch_runs.c.run_id == run_id)
-            .values(finished_at=now, status=status, summary=summary, error=error, wall_secs=wall_secs)
-        )
+        self._write(dispatch_runs,
+                    self.scope.update(dispatch_runs).where(dispatch_runs.c.run_id == run_id)
+                    .values(finished_at=now, status=status, summary=summary, error=error, wall_secs=wall_secs))
 
     def state_changes(self, limit: int = 20) -> list[Any]:
         """This account's latest state changes, newest first."""
@@ -216,6 +242,28 @@ class AccountRepository:
             }, ("recommendation_id", "account_name"))
         return len(rows)
 
+    def may_have_claims(self, *, now: dt.datetime, ttl: dt.timedelta) -> bool:
+        """Whether :meth:`reject_stale` or :meth:`claim` could find anything at ``now``: this account
+        has not decided a recommendation created within the :data:`CLAIM_HORIZON` (or one whose
+        ``created_at`` is not a time this check can compare), or holds a ``processing`` claim older
+        than ``ttl`` without an order. False lets an idle run skip both.
+
+        The two reads do not depend on ``now`` within a UTC day, so a unit of work answers them
+        from its cache until a recommendation or a decision of this account is written.
+        """
+        anchor = dt.datetime.combine((now - CLAIM_HORIZON).astimezone(dt.UTC).date(), dt.time(0), dt.UTC)
+        rc, d = recommendations.c, dispatch_decisions
+        undecided = self._cached(("undecided_since", anchor), (d,), lambda: tuple(self.conn.execute(
+            select(rc.id, _raw(rc.created_at)).where(rc.created_at >= anchor, self._undecided())).all()),
+            shared=(recommendations,))
+        for row in undecided:
+            created = _comparable_time(row.created_at)
+            if created is None or now - CLAIM_HORIZON <= created <= now:
+                return True
+        processing = self._cached(("processing_claims",), (d, dispatch_executions), lambda: tuple(self.conn.execute(
+            self.scope.select(d, d.c.claimed_at).where(d.c.status == "processing", self._without_execution())).all()))
+        return any(row.claimed_at < now - ttl for row in processing)
+
     def _without_execution(self):  # noqa: ANN202 - a SQL expression
         e = dispatch_executions
         return ~exists(select(e.c.id).where(e.c.recommendation_id == dispatch_decisions.c.recommendation_id,
@@ -226,8 +274,8 @@ class AccountRepository:
         run claims them again at once. A claim with an execution stays: its order is settled by
         client_order_id, never decided twice."""
         d = dispatch_decisions
-        return self.conn.execute(
-            self.scope.delete(d).where(d.c.run_id.in_(list(run_ids)), d.c.status == "processing", self._without_execution())
+        return self._write(
+            d, self.scope.delete(d).where(d.c.run_id.in_(list(run_ids)), d.c.status == "processing", self._without_execution())
         ).rowcount
 
     def claim(self, *, run_id: str, now: dt.datetime, limit: int,
@@ -247,10 +295,8 @@ class AccountRepository:
             .order_by(d.c.recommendation_id).limit(limit)
         ).scalars())
         if stuck:
-            self.conn.execute(
-                self.scope.update(d).where(d.c.recommendation_id.in_(stuck), d.c.status == "processing")
-                .values(run_id=run_id, claimed_at=now)
-            )
+            self._write(d, self.scope.update(d).where(d.c.recommendation_id.in_(stuck), d.c.status == "processing")
+                        .values(run_id=run_id, claimed_at=now))
         fresh = list(self.conn.execute(
             select(recommendations.c.id)
             .where(recommendations.c.created_at >= now - CLAIM_HORIZON, recommendations.c.created_at <= now,
@@ -282,73 +328,82 @@ class AccountRepository:
     def decide(self, recommendation_id: int, *, now: dt.datetime, status: str, reason_code: str | None = None,
                detail: str | None = None, option_symbol: str | None = None,
                quality_score: float | None = None, contracts: int | None = None) -> None:
-        self.conn.execute(
-            self.scope.update(dispatch_decisions)
-            .where(dispatch_decisions.c.recommendation_id == recommendation_id)
-            .values(status=status, reason_code=reason_code, reason_detail=detail, decided_at=now,
-                    option_symbol=option_symbol, quality_score=quality_score, contracts=contracts)
-        )
+        self._write(dispatch_decisions,
+                    self.scope.update(dispatch_decisions)
+                    .where(dispatch_decisions.c.recommendation_id == recommendation_id)
+                    .values(status=status, reason_code=reason_code, reason_detail=detail, decided_at=now,
+                            option_symbol=option_symbol, quality_score=quality_score, contracts=contracts))
 
     # --- executions ---------------------------------------------------------------------------
     def create_execution(self, values: dict[str, Any]) -> int:
         """Write an execution (status ``pending_submit``) before its order is sent; returns its id."""
-        return self.conn.execute(self.scope.insert(dispatch_executions).values(**values).returning(dispatch_executions.c.id)).scalar_one()
+        return self._write(dispatch_executions, self.scope.insert(dispatch_executions).values(**values)
+                           .returning(dispatch_executions.c.id)).scalar_one()
 
     def execution(self, execution_id: int) -> Any:
         e = dispatch_executions
         return self.conn.execute(self.scope.select(e).where(e.c.id == execution_id)).one()
 
     def update_execution(self, execution_id: int, **values: Any) -> None:
-        self.conn.execute(self.scope.update(dispatch_executions).where(dispatch_executions.c.id == execution_id).values(**values))
+        self._write(dispatch_executions,
+                    self.scope.update(dispatch_executions).where(dispatch_executions.c.id == execution_id).values(**values))
 
     def unsettled_executions(self) -> list[Any]:
         """Executions whose order outcome is not final: written but unanswered (``pending_submit``),
         or sent and not yet filled, cancelled or expired at the broker."""
         e = dispatch_executions
-        return self.conn.execute(
-            self.scope.select(e).where(e.c.status.in_(UNSETTLED_EXECUTION_STATUSES)).order_by(e.c.id)).all()
+        return list(self._cached(("unsettled_executions",), (e,), lambda: tuple(self.conn.execute(
+            self.scope.select(e).where(e.c.status.in_(UNSETTLED_EXECUTION_STATUSES)).order_by(e.c.id)).all())))
 
     def exposure(self) -> ExposureState:
         """Open and closing positions plus live orders without a position yet."""
         p, e = active_positions, dispatch_executions
-        pos = self.conn.execute(
-            self.scope.select(p, func.count(), func.coalesce(func.sum(p.c.notional_value), 0))
-            .where(p.c.status.in_(OPEN_POSITION_STATUSES))
-        ).one()
-        unpositioned = ~exists(select(p.c.id).where(p.c.execution_id == e.c.id))
-        orders = self.conn.execute(
-            self.scope.select(e, func.count(), func.coalesce(func.sum(e.c.notional), 0))
-            .where(e.c.status.in_(LIVE_EXECUTION_STATUSES), unpositioned)
-        ).one()
-        return ExposureState(int(pos[0]) + int(orders[0]), to_decimal(pos[1]) + to_decimal(orders[1]))
+
+        def load() -> ExposureState:
+            pos = self.conn.execute(
+                self.scope.select(p, func.count(), func.coalesce(func.sum(p.c.notional_value), 0))
+                .where(p.c.status.in_(OPEN_POSITION_STATUSES))
+            ).one()
+            unpositioned = ~exists(select(p.c.id).where(p.c.execution_id == e.c.id))
+            orders = self.conn.execute(
+                self.scope.select(e, func.count(), func.coalesce(func.sum(e.c.notional), 0))
+                .where(e.c.status.in_(LIVE_EXECUTION_STATUSES), unpositioned)
+            ).one()
+            return ExposureState(int(pos[0]) + int(orders[0]), to_decimal(pos[1]) + to_decimal(orders[1]))
+
+        return self._cached(("exposure",), (p, e), load)
 
     def trades_by_ticker(self, since: dt.datetime) -> tuple[dict[str, int], dict[str, dt.datetime]]:
         """Executions (not refused) per ticker since ``since``, and each ticker's latest trade ever."""
         e = dispatch_executions
         placed = e.c.status.in_(LIVE_EXECUTION_STATUSES)
-        today = self.conn.execute(
-            self.scope.select(e, e.c.ticker, func.count()).where(placed, e.c.simulated_ts >= since).group_by(e.c.ticker)
-        ).all()
-        last = self.conn.execute(
-            self.scope.select(e, e.c.ticker, func.max(e.c.simulated_ts)).where(placed).group_by(e.c.ticker)
-        ).all()
-        return {t: int(n) for t, n in today}, {t: _aware(ts) for t, ts in last}
+
+        def load() -> tuple[dict[str, int], dict[str, dt.datetime]]:
+            today = self.conn.execute(
+                self.scope.select(e, e.c.ticker, func.count()).where(placed, e.c.simulated_ts >= since).group_by(e.c.ticker)
+            ).all()
+            last = self.conn.execute(
+                self.scope.select(e, e.c.ticker, func.max(e.c.simulated_ts)).where(placed).group_by(e.c.ticker)
+            ).all()
+            return {t: int(n) for t, n in today}, {t: _aware(ts) for t, ts in last}
+
+        today, last = self._cached(("trades_by_ticker", since), (e,), load)
+        return dict(today), dict(last)
 
     def realized_pnl_since(self, since: dt.datetime) -> Decimal:
         p = active_positions
-        value = self.conn.execute(
+        return self._cached(("realized_pnl_since", since), (p,), lambda: to_decimal(self.conn.execute(
             self.scope.select(p, func.coalesce(func.sum(p.c.realized_pnl), 0))
             .where(p.c.status == "closed", p.c.closed_at >= since)
-        ).scalar_one()
-        return to_decimal(value)
+        ).scalar_one()))
 
     # --- positions ----------------------------------------------------------------------------
     def filled_without_position(self) -> list[Any]:
         e, p = dispatch_executions, active_positions
-        return self.conn.execute(
+        return list(self._cached(("filled_without_position",), (e, p), lambda: tuple(self.conn.execute(
             self.scope.select(e).where(e.c.status == FILLED, ~exists(select(p.c.id).where(p.c.execution_id == e.c.id)))
             .order_by(e.c.id)
-        ).all()
+        ).all())))
 
     def create_position(self, values: dict[str, Any]) -> bool:
         """One row per execution (unique ``execution_id``); False if it already exists."""
@@ -358,17 +413,19 @@ class AccountRepository:
 
     def open_positions(self) -> list[Any]:
         p = active_positions
-        return self.conn.execute(self.scope.select(p).where(p.c.status.in_(OPEN_POSITION_STATUSES)).order_by(p.c.id)).all()
+        return list(self._cached(("open_positions",), (p,), lambda: tuple(self.conn.execute(
+            self.scope.select(p).where(p.c.status.in_(OPEN_POSITION_STATUSES)).order_by(p.c.id)).all())))
 
     def closing_positions(self) -> list[Any]:
         """Positions whose close order was sent (or was about to be) and not yet recorded as filled."""
         p = active_positions
-        return self.conn.execute(
+        return list(self._cached(("closing_positions",), (p,), lambda: tuple(self.conn.execute(
             self.scope.select(p).where(p.c.status == "closing", p.c.close_client_order_id.is_not(None)).order_by(p.c.id)
-        ).all()
+        ).all())))
 
     def update_position(self, position_id: int, **values: Any) -> None:
-        self.conn.execute(self.scope.update(active_positions).where(active_positions.c.id == position_id).values(**values))
+        self._write(active_positions,
+                    self.scope.update(active_positions).where(active_positions.c.id == position_id).values(**values))
 
     def record_outcome(self, values: dict[str, Any]) -> None:
         insert_ignore(self.conn, ai_option_trades, {**values, "account_name": self.account_name}, ("position_id",))
@@ -381,8 +438,12 @@ class AccountRepository:
     def daily_loss_halt(self, trading_date: dt.date) -> DailyLossHalt | None:
         """This account's latch for ``trading_date`` (exchange date), if set."""
         h = daily_loss_halts
-        row = self.conn.execute(self.scope.select(h).where(h.c.trading_date == trading_date)).first()
-        return None if row is None else DailyLossHalt(row.halted_at, row.day_pnl, row.realized_pnl, row.max_daily_loss)
+
+        def load() -> DailyLossHalt | None:
+            row = self.conn.execute(self.scope.select(h).where(h.c.trading_date == trading_date)).first()
+            return None if row is None else DailyLossHalt(row.halted_at, row.day_pnl, row.realized_pnl, row.max_daily_loss)
+
+        return self._cached(("daily_loss_halt", trading_date), (h,), load)
 
     def record_daily_loss_halt(self, *, trading_date: dt.date, halt: DailyLossHalt, unrealized_usd: Decimal,
                                action: str, run_id: str) -> DailyLossHalt:
@@ -449,6 +510,19 @@ class AccountRepository:
     def outcomes(self) -> list[Any]:
         t = ai_option_trades
         return self.conn.execute(self.scope.select(t).order_by(t.c.closed_at, t.c.id)).all()
+
+
+_SQLITE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?")
+
+
+def _comparable_time(raw: object) -> dt.datetime | None:
+    """A stored ``created_at`` as an aware UTC time, or None when it is not one the database
+    would compare the same way (a row another service wrote in some other format)."""
+    if isinstance(raw, dt.datetime):
+        return raw.replace(tzinfo=dt.UTC) if raw.tzinfo is None else raw.astimezone(dt.UTC)
+    if isinstance(raw, str) and _SQLITE_TIME.fullmatch(raw):
+        return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC)
+    return None
 
 
 def _aware(ts: dt.datetime) -> dt.datetime:

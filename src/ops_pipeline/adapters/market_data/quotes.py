@@ -158,6 +158,8 @@ class HistoricalMarketData:
         self._symbol_index: dict[int, dict[str, int]] = {}
         self._realized: dict[tuple[str, int], float | None] = {}
         self._expiries: dict[int, list[_Expiry]] = {}
+        self._memo_now: dt.datetime | None = None
+        self._memo: dict[tuple[OccSymbol, dt.datetime], OptionQuote | None] = {}
 
     # --- underlying ---------------------------------------------------------------------------
     def underlying_price(self, ticker: str, now: dt.datetime) -> Decimal | None:
@@ -205,7 +207,19 @@ class HistoricalMarketData:
 
     def option_quote(self, symbol: OccSymbol, now: dt.datetime) -> OptionQuote | None:
         """The contract's quote in force at ``now``: real if a fresh snapshot lists it, else modelled.
-        ``None`` when the underlying has no price yet."""
+        ``None`` when the underlying has no price yet. Computed once per contract and minute: every
+        account holding it (and the broker marking it) gets the same quote."""
+        key = (symbol, now)
+        memo = self._memo
+        if key in memo:
+            return memo[key]
+        if now != self._memo_now:  # keyed by time too, so a server's threads at other times stay apart
+            self._memo_now, memo = now, {}
+            self._memo = memo
+        memo[key] = quote = self._option_quote(symbol, now)
+        return quote
+
+    def _option_quote(self, symbol: OccSymbol, now: dt.datetime) -> OptionQuote | None:
         snap = self._fresh_snapshot(symbol.underlying, now)
         if snap is not None:
             i = self._index(snap).get(str(symbol))

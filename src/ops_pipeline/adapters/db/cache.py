@@ -1,0 +1,101 @@
+"""Reads remembered inside one unit of work (:meth:`Database.unit_of_work`), for the replay.
+
+A replay holds every account's run lock for its whole length and is the only writer of its
+database, inside one connection: what a run read from an account's tables stays true until a
+write to those tables. :class:`ReadCache` keeps each read with the *generation* of the tables it
+read — one counter per (account, table), bumped by every write the repositories announce — and
+serves it again while none of them changed. Shared tables (recommendations, the account registry)
+count under the account ``None``.
+
+Nothing can forget to invalidate: every INSERT, UPDATE or DELETE that reaches the connection
+without being announced (a statement written outside the repositories) bumps its table for every
+account. Live runs never have a cache: each run takes the lock afresh, and another process may
+have written in between, so they read the database every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, event
+
+T = TypeVar("T")
+CACHE_KEY = "ops_pipeline.read_cache"
+"""Where a unit of work's cache hangs on its connection (``Connection.info``)."""
+ALL = "*"
+"""The account under which an unannounced write is counted: it changes every account's reads."""
+
+
+class ReadCache:
+    """Reads keyed by what was asked, each stamped with the generations of the tables it read."""
+
+    def __init__(self) -> None:
+        self._generations: dict[tuple[str | None, str], int] = {}
+        self._entries: dict[Hashable, tuple[tuple[int, ...], Any]] = {}
+        self._announced = 0
+        self.hits = 0
+        self.misses = 0
+
+    def _stamp(self, tables: Iterable[tuple[str | None, str]]) -> tuple[int, ...]:
+        gens = self._generations
+        return tuple(gens.get(t, 0) + gens.get((ALL, t[1]), 0) for t in tables)
+
+    def get(self, key: Hashable, tables: tuple[tuple[str | None, str], ...], load: Callable[[], T]) -> T:
+        """The value of ``load()`` remembered under ``key``, read again if any of ``tables``
+        (``(account_name or None, table name)``) was written since."""
+        stamp = self._stamp(tables)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == stamp:
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        value = load()
+        self._entries[key] = (stamp, value)
+        return value
+
+    def wrote(self, account_name: str | None, table: str) -> None:
+        """``table``'s rows of ``account_name`` (``None``: a shared table; :data:`ALL`: any) changed."""
+        key = (account_name, table)
+        self._generations[key] = self._generations.get(key, 0) + 1
+
+    @contextmanager
+    def announced(self, account_name: str | None, table: str):  # noqa: ANN201 - a context manager
+        """Around one write whose account and table the caller names."""
+        self.wrote(account_name, table)
+        self._announced += 1
+        try:
+            yield
+        finally:
+            self._announced -= 1
+
+    def watch(self, conn: Connection) -> None:
+        """Count every write on ``conn`` that was not announced as a write to every account."""
+
+        def before_execute(_conn, clause, _multiparams, _params, _options) -> None:  # noqa: ANN001
+            if self._announced == 0 and getattr(clause, "is_dml", False):
+                table = getattr(getattr(clause, "table", None), "name", None)
+                if table is None:
+                    self._generations.clear()
+                    self._entries.clear()
+                else:
+                    self.wrote(ALL, table)
+
+        event.listen(conn, "before_execute", before_execute)
+
+
+def cache_of(conn: Connection) -> ReadCache | None:
+    """The unit of work's cache on ``conn``, or None outside one (live runs)."""
+    return conn.info.get(CACHE_KEY)
+
+
+def announce(conn: Connection, account_name: str | None, table: str):  # noqa: ANN201 - a context manager
+    """Announce one write to ``table`` for ``account_name`` (``None``: shared) on ``conn``."""
+    cache = cache_of(conn)
+    return cache.announced(account_name, table) if cache is not None else _nothing()
+
+
+@contextmanager
+def _nothing():  # noqa: ANN202
+    yield
