@@ -6,12 +6,7 @@ skipping it.
 
 from __future__ import annotations
 
-import itertools
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +14,9 @@ import boto3
 import pytest
 import requests
 from moto.server import ThreadedMotoServer
-from sqlalchemy import text
 
 from ops_pipeline.adapters.db.database import Database, sqlite_url
+from tests import pgserver
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -51,57 +46,17 @@ def data_dir() -> Path:
     return path
 
 
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return str(candidates[-1]) if candidates else None
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
-    """Start initdb + pg_ctl in a temporary folder (as the ``postgres`` user when root); yield an
-    admin URL without database name."""
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
+    """A throwaway PostgreSQL server for the session (:mod:`tests.pgserver`); yields an admin URL
+    without database name."""
+    if not pgserver.available():
         _unavailable("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    root = Path(tempfile.mkdtemp(prefix="ops-pg-"))
-    data, sock = root / "data", root / "sock"
-    sock.mkdir()
-    run_as: list[str] = []
-    if os.geteuid() == 0:
-        run_as = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(root, "postgres")
-        shutil.chown(sock, "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run([*run_as, initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"],
-                   check=True, capture_output=True)
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    subprocess.run([*run_as, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
-                   check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+    with pgserver.throwaway_server() as url:
+        yield url
 
 
-_counter = itertools.count()
-
-
-def new_pg_database(postgres_server: str) -> Database:
-    """A new, migrated database (the migration itself, so its per-database settings apply)."""
-    name = f"ops_test_{os.getpid()}_{next(_counter)}"
-    admin = Database(f"{postgres_server}/postgres")
-    with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    db = Database(f"{postgres_server}/{name}")
-    db.upgrade()
-    return db
+new_pg_database = pgserver.new_pg_database
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, exists, func, literal_column, or_, select, type_coerce, update
+from sqlalchemy import Connection, bindparam, exists, func, literal_column, or_, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import NullType
 
@@ -53,19 +53,54 @@ LIVE_EXECUTION_STATUSES = (*UNSETTLED_EXECUTION_STATUSES, FILLED)
 OPEN_POSITION_STATUSES = ("open", "closing")
 RECOMMENDATION_COLUMNS = ("id", "ticker", "action", "strategy_type", "confidence", "volume_ratio", "underlying_price",
                           "bar_ts", "feature_ts", "created_at")
+MARK_COLUMNS = frozenset({"current_price", "unrealized_pnl", "marked_at"})
+"""The columns a position manager's mark to market writes on every run."""
+MARKS = "active_positions.marks"
+"""What a mark-only write is announced as: only reads that return marks depend on it."""
+
+
+class _Marks:
+    name = MARKS
+
+
 CLAIM_HORIZON = dt.timedelta(hours=24)
 """Recommendations older than this are not looked at: a run scans a day of rows, not the whole
 table. One this account never saw (it was not running) stays without a decision for it."""
 
 
+_PREPARED: dict[tuple[Any, ...], Any] = {}
+"""Statements built once and executed with parameters: building one costs more than running it."""
+
+
+def _prepared(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:  # noqa: ANN401 - a statement
+    stmt = _PREPARED.get(key)
+    if stmt is None:
+        stmt = _PREPARED[key] = build()
+    return stmt
+
+
+def _columns(table: Any, values: dict[str, Any]) -> None:  # noqa: ANN401 - a Table
+    """Refuse a value for a column ``table`` does not have (executed parameters would drop it)."""
+    unknown = set(values) - set(table.c.keys())
+    if unknown:
+        raise ValueError(f"{table.name} has no column {', '.join(sorted(unknown))}")
+
+
 def insert_ignore(conn: Connection, table, values: dict[str, Any], conflict: Sequence[str]) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING on PostgreSQL and SQLite; True if a row was inserted."""
+    """INSERT … ON CONFLICT DO NOTHING on PostgreSQL and SQLite; True if a row was inserted.
+
+    Raises:
+        ValueError: ``values`` names a column ``table`` does not have.
+    """
+    _columns(table, values)
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict))
+    # The columns come from the parameters' keys; rowcount is not reliable for INSERT … ON CONFLICT
+    # on every driver, RETURNING is.
+    stmt = _prepared(("insert_ignore", dialect.__name__, table.name, tuple(conflict)), lambda: dialect.insert(table)
+                     .on_conflict_do_nothing(index_elements=list(conflict)).returning(literal_column("1")))
     owner = values.get("account_name") if table.name in ACCOUNT_SCOPED else None
     with announce(conn, owner, table.name):
-        # rowcount is not reliable for INSERT … ON CONFLICT on every driver; RETURNING is.
-        return conn.execute(stmt.returning(literal_column("1"))).first() is not None
+        return conn.execute(stmt, values).first() is not None
 
 
 def _raw(column: Any) -> Any:  # noqa: ANN401 - a SQL expression
@@ -169,6 +204,18 @@ class AccountRepository:
         with announce(self.conn, self.account_name, table.name):
             return self.conn.execute(stmt)
 
+    def _update(self, table: Any, key_column: str, key: Any, values: dict[str, Any], *,  # noqa: ANN401
+                announced_as: str | None = None) -> None:
+        """UPDATE this account's row of ``table`` whose ``key_column`` is ``key``, with a statement
+        built once per (account, table, columns). ``announced_as``: the name under which the
+        write invalidates cached reads (default the table's)."""
+        _columns(table, values)
+        stmt = _prepared(("update", self.account_name, table.name, key_column, tuple(values)), lambda: (
+            self.scope.update(table).where(table.c[key_column] == bindparam("_key"))
+            .values({name: bindparam(f"_v_{name}") for name in values})))
+        with announce(self.conn, self.account_name, announced_as or table.name):
+            self.conn.execute(stmt, {"_key": key, **{f"_v_{name}": v for name, v in values.items()}})
+
     def _cached(self, key: tuple[Any, ...], tables: tuple[Any, ...], load: Any, *, shared: tuple[Any, ...] = ()) -> Any:  # noqa: ANN401
         """``load()``, or inside a unit of work the value it gave while none of this account's rows
         of ``tables`` (nor the ``shared`` tables) changed (:mod:`~ops_pipeline.adapters.db.cache`)."""
@@ -206,9 +253,8 @@ class AccountRepository:
     def finish_run(self, run_id: str, now: dt.datetime, status: str, summary: dict[str, Any], error: str | None = None,
                    wall_secs: float | None = None) -> None:
         """Record a run's end (``now``: market time) and how long it took in real seconds."""
-        self._write(dispatch_runs,
-                    self.scope.update(dispatch_runs).where(dispatch_runs.c.run_id == run_id)
-                    .values(finished_at=now, status=status, summary=summary, error=error, wall_secs=wall_secs))
+        self._update(dispatch_runs, "run_id", run_id, {"finished_at": now, "status": status, "summary": summary,
+                                                       "error": error, "wall_secs": wall_secs})
 
     def state_changes(self, limit: int = 20) -> list[Any]:
         """This account's latest state changes, newest first."""
@@ -328,11 +374,9 @@ class AccountRepository:
     def decide(self, recommendation_id: int, *, now: dt.datetime, status: str, reason_code: str | None = None,
                detail: str | None = None, option_symbol: str | None = None,
                quality_score: float | None = None, contracts: int | None = None) -> None:
-        self._write(dispatch_decisions,
-                    self.scope.update(dispatch_decisions)
-                    .where(dispatch_decisions.c.recommendation_id == recommendation_id)
-                    .values(status=status, reason_code=reason_code, reason_detail=detail, decided_at=now,
-                            option_symbol=option_symbol, quality_score=quality_score, contracts=contracts))
+        self._update(dispatch_decisions, "recommendation_id", recommendation_id, {
+            "status": status, "reason_code": reason_code, "reason_detail": detail, "decided_at": now,
+            "option_symbol": option_symbol, "quality_score": quality_score, "contracts": contracts})
 
     # --- executions ---------------------------------------------------------------------------
     def create_execution(self, values: dict[str, Any]) -> int:
@@ -345,8 +389,7 @@ class AccountRepository:
         return self.conn.execute(self.scope.select(e).where(e.c.id == execution_id)).one()
 
     def update_execution(self, execution_id: int, **values: Any) -> None:
-        self._write(dispatch_executions,
-                    self.scope.update(dispatch_executions).where(dispatch_executions.c.id == execution_id).values(**values))
+        self._update(dispatch_executions, "id", execution_id, values)
 
     def unsettled_executions(self) -> list[Any]:
         """Executions whose order outcome is not final: written but unanswered (``pending_submit``),
@@ -413,19 +456,21 @@ class AccountRepository:
 
     def open_positions(self) -> list[Any]:
         p = active_positions
-        return list(self._cached(("open_positions",), (p,), lambda: tuple(self.conn.execute(
+        return list(self._cached(("open_positions",), (p, _Marks), lambda: tuple(self.conn.execute(
             self.scope.select(p).where(p.c.status.in_(OPEN_POSITION_STATUSES)).order_by(p.c.id)).all())))
 
     def closing_positions(self) -> list[Any]:
         """Positions whose close order was sent (or was about to be) and not yet recorded as filled."""
         p = active_positions
-        return list(self._cached(("closing_positions",), (p,), lambda: tuple(self.conn.execute(
+        return list(self._cached(("closing_positions",), (p, _Marks), lambda: tuple(self.conn.execute(
             self.scope.select(p).where(p.c.status == "closing", p.c.close_client_order_id.is_not(None)).order_by(p.c.id)
         ).all())))
 
     def update_position(self, position_id: int, **values: Any) -> None:
-        self._write(active_positions,
-                    self.scope.update(active_positions).where(active_positions.c.id == position_id).values(**values))
+        """Change one position; a mark (only :data:`MARK_COLUMNS`) leaves cached reads that do not
+        return marks (exposure, realized P&L, closing positions) standing."""
+        marks_only = set(values) <= MARK_COLUMNS
+        self._update(active_positions, "id", position_id, values, announced_as=MARKS if marks_only else None)
 
     def record_outcome(self, values: dict[str, Any]) -> None:
         insert_ignore(self.conn, ai_option_trades, {**values, "account_name": self.account_name}, ("position_id",))
