@@ -44,7 +44,8 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - ReplaySettings
     tickers = args.tickers.split(",") if args.tickers else sorted(
         p.name.split("_")[0] for p in (data / "bars_1min").glob("*_1min.csv"))
     return ReplaySettings(data_dir=data, tickers=tuple(tickers), start=dt.date.fromisoformat(args.start),
-                          end=dt.date.fromisoformat(args.end))
+                          end=dt.date.fromisoformat(args.end),
+                          chain_cache=Path(args.chain_cache) if getattr(args, "chain_cache", None) else None)
 
 
 def run_one(args: argparse.Namespace) -> dict:
@@ -158,6 +159,7 @@ def _child(kind: str, args: argparse.Namespace) -> dict:
     cmd += ["--tickers", args.tickers] if args.tickers else []
     cmd += ["--data", args.data] if args.data else []
     cmd += ["--database-url", args.database_url] if args.database_url else []
+    cmd += ["--chain-cache", args.chain_cache] if args.chain_cache else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -172,16 +174,19 @@ def main() -> None:
     parser.add_argument("--databases", default="sqlite,postgresql")
     parser.add_argument("--database-url", default=None, help="PostgreSQL server admin URL (default: a throwaway one)")
     parser.add_argument("--backtrader", action="store_true")
+    parser.add_argument("--chain-cache", default=None,
+                        help="folder of parsed option-chain days (default: none, every run parses the chains)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         result = {"floor": floor, "backtrader": backtrader_sma}.get(args.one, run_one)(args)
         print(json.dumps(result))
         return
-    console = Console()
+    console = Console(width=160)
     console.print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
                   f"{platform.platform()}; {dt.date.today()}")
-    console.print(f"window: {args.start} → {args.end}, tickers {args.tickers or 'all of bars_1min'}, 4 accounts")
+    console.print(f"window: {args.start} → {args.end}, tickers {args.tickers or 'all of bars_1min'}, 4 accounts; "
+                  f"chain cache: {args.chain_cache or 'none'}")
     base = _child("floor", args)
     console.print(f"floor (read + clean {base['bars']:,} bars): {base['secs']:.1f} s, {base['bars'] / base['secs']:,.0f} bars/s")
     if args.backtrader:

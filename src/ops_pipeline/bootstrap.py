@@ -121,8 +121,10 @@ def log_startup(cfg: AccountConfig, account: BrokerAccount) -> None:
 
 
 def load_market(data_dir: Path, interval_minutes: int, tickers: list[str] | None, start: dt.date, end: dt.date,
-                calendar: TradingCalendar, max_quote_age: dt.timedelta) -> tuple[HistoricalMarketData, list[BarQuality]]:
-    """Bars of ``tickers`` (cleaned over whole files, then cut to the window plus warm-up) and chains.
+                calendar: TradingCalendar, max_quote_age: dt.timedelta,
+                chain_cache: Path | None = None) -> tuple[HistoricalMarketData, list[BarQuality]]:
+    """Bars of ``tickers`` (cleaned over whole files, then cut to the window plus warm-up) and chains
+    (parsed days kept in ``chain_cache`` if given, see :class:`ChainStore`).
 
     Raises:
         DataError: the bar folder or a ticker's file is missing.
@@ -136,7 +138,7 @@ def load_market(data_dir: Path, interval_minutes: int, tickers: list[str] | None
         if len(series):
             quality[-1].first_date = exchange_date(epoch_to_utc(series.start[0]))
             quality[-1].last_date = exchange_date(epoch_to_utc(series.start[-1]))
-    chains = ChainStore(data_dir / "option_chains", calendar, frozenset(bars), bars)
+    chains = ChainStore(data_dir / "option_chains", calendar, frozenset(bars), bars, cache_dir=chain_cache)
     return HistoricalMarketData(bars, chains, calendar, max_quote_age), quality
 
 
@@ -155,7 +157,7 @@ class ReplayInputs:
 
 def load_replay_inputs(*, data_dir: Path, interval_minutes: int, tickers: list[str], start: dt.date, end: dt.date,
                        config_dir: Path | None, max_quote_age: dt.timedelta, accounts: list[str] | None = None,
-                       source: ConfigSource | None = None) -> ReplayInputs:
+                       source: ConfigSource | None = None, chain_cache: Path | None = None) -> ReplayInputs:
     """Load and check a replay's configuration and data; nothing is written anywhere.
 
     Raises:
@@ -179,7 +181,7 @@ def load_replay_inputs(*, data_dir: Path, interval_minutes: int, tickers: list[s
     sessions = calendar.sessions(start, end)
     if not sessions:
         raise DataError(f"no trading session between {start} and {end} (weekend or market holiday)")
-    market, quality = load_market(data_dir, interval_minutes, tickers, start, end, calendar, max_quote_age)
+    market, quality = load_market(data_dir, interval_minutes, tickers, start, end, calendar, max_quote_age, chain_cache)
     lo, hi = sessions[0].open.timestamp(), sessions[-1].close.timestamp()
     in_window = {t: int(((b.start >= lo) & (b.start < hi)).sum()) for t, b in market.bars.items()}
     if not sum(in_window.values()):

@@ -47,6 +47,8 @@ class ReplaySettings:
     max_quote_age: dt.timedelta = dt.timedelta(minutes=30)
     accounts: tuple[str, ...] = ()
     require_credentials: bool = False
+    chain_cache: Path | None = None
+    """Folder of parsed option-chain days kept between replays (None: parse every time)."""
 
 
 @dataclass
@@ -75,7 +77,7 @@ def load_inputs(settings: ReplaySettings, source: ConfigSource | None = None) ->
     return load_replay_inputs(
         data_dir=settings.data_dir, interval_minutes=settings.interval_minutes, tickers=list(settings.tickers),
         start=settings.start, end=settings.end, config_dir=settings.config_dir, max_quote_age=settings.max_quote_age,
-        accounts=list(settings.accounts) or None, source=source)
+        accounts=list(settings.accounts) or None, source=source, chain_cache=settings.chain_cache)
 
 
 def run_replay(db: Database, settings: ReplaySettings, progress: ProgressFn | None = None,

@@ -88,6 +88,9 @@ def replay(
     reset: Annotated[bool, typer.Option("--reset", help="Wipe a non-empty PostgreSQL --database-url first.")] = False,
     max_quote_age: Annotated[int, typer.Option("--max-quote-age", min=1,
                                                help="Minutes a real option quote stays usable (1 or more).")] = 30,
+    chain_cache: Annotated[bool, typer.Option(
+        "--chain-cache/--no-chain-cache",
+        help="Keep parsed option-chain days in .ops-pipeline/cache/chains for the next replay.")] = True,
 ) -> None:
     """Replay every account over historical data on a simulated clock, then print the report."""
     if bars not in {"1min", "5min"}:
@@ -99,6 +102,7 @@ def replay(
         data_dir=data or default_data_dir(), interval_minutes=int(bars[0]),
         tickers=tuple(t.strip().upper() for t in tickers.split(",") if t.strip()), start=first, end=last,
         config_dir=config_dir, max_quote_age=dt.timedelta(minutes=max_quote_age),
+        chain_cache=work_dir() / "cache" / "chains" if chain_cache else None,
     )
     out_dir = out or work_dir()
     server_db, final_path = _destination(database_url, out_dir, reset)

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ops_pipeline.cli.common import ConfigDir, console, default_data_dir, fail
+from ops_pipeline.cli.common import ConfigDir, console, default_data_dir, fail, work_dir
 from ops_pipeline.cli.report import Format, emit
 from ops_pipeline.config.loader import ConfigSource
 from ops_pipeline.errors import ConfigError, DataError
@@ -48,7 +48,8 @@ def sweep(
         data_dir = data or default_data_dir()
         if not data_dir.is_dir():
             raise DataError(f"no data folder at {data_dir}")
-        tasks = sweeps.prepare(grid, ConfigSource.from_settings(config_dir=config_dir), out, data_dir)
+        tasks = sweeps.prepare(grid, ConfigSource.from_settings(config_dir=config_dir), out, data_dir,
+                               chain_cache=work_dir() / "cache" / "chains")
         sweeps.check_data(tasks[0])
     except (ConfigError, DataError) as exc:
         raise fail(str(exc)) from None

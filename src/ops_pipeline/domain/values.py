@@ -8,6 +8,7 @@ one option contract covers :data:`CONTRACT_MULTIPLIER` shares, so a contract cos
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
@@ -101,6 +102,18 @@ def contract_cost(premium_usd: Decimal) -> Decimal:
 _OCC_RE = re.compile(r"^(?P<root>[A-Z.]{1,6})(?P<date>\d{6})(?P<cp>[CP])(?P<strike>\d{8})$")
 
 
+@functools.lru_cache(maxsize=65536)
+def _parse_occ(symbol: str) -> OccSymbol:
+    """:meth:`OccSymbol.parse`, remembered: the same symbols are parsed on every run (immutable result)."""
+    match = _OCC_RE.match(symbol.strip().upper())
+    if match is None:
+        raise ValueError(f"not an OCC option symbol: {symbol!r}")
+    date = dt.datetime.strptime(match["date"], "%y%m%d").date()
+    option_type = OptionType.CALL if match["cp"] == "C" else OptionType.PUT
+    strike = Decimal(int(match["strike"])) / 1000
+    return OccSymbol(match["root"], date, option_type, strike)
+
+
 @dataclass(frozen=True, slots=True)
 class OccSymbol:
     """An OCC option symbol: root, expiration, call/put, strike (e.g. ``SPY260320C00660000``).
@@ -120,13 +133,7 @@ class OccSymbol:
         Raises:
             ValueError: the text is not an OCC option symbol (the message quotes it).
         """
-        match = _OCC_RE.match(symbol.strip().upper())
-        if match is None:
-            raise ValueError(f"not an OCC option symbol: {symbol!r}")
-        date = dt.datetime.strptime(match["date"], "%y%m%d").date()
-        option_type = OptionType.CALL if match["cp"] == "C" else OptionType.PUT
-        strike = Decimal(int(match["strike"])) / 1000
-        return cls(match["root"], date, option_type, strike)
+        return _parse_occ(symbol)
 
     @property
     def strike_text(self) -> str:

@@ -100,6 +100,8 @@ class SweepTask:
     start: str
     end: str
     accounts: tuple[str, ...]
+    chain_cache: str | None = None
+    """Where parsed option-chain days are shared between combinations (see ChainStore)."""
 
 
 def load_grid(path: Path) -> Grid:
@@ -158,10 +160,12 @@ def _label(settings: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
-def prepare(grid: Grid, base: ConfigSource, out_dir: Path, data_dir: Path) -> list[SweepTask]:
+def prepare(grid: Grid, base: ConfigSource, out_dir: Path, data_dir: Path,
+            chain_cache: Path | None = None) -> list[SweepTask]:
     """Write each combination's configuration under ``out_dir/combos/NNN/`` from the ``base``
     configuration (its accounts file, and each tier's parameter from whatever store it uses), and
-    validate all of them with the product's loader.
+    validate all of them with the product's loader. ``chain_cache``: a folder every combination
+    reads parsed option-chain days from (and the first writes them to).
 
     Raises:
         ConfigError: unknown accounts or parameters, two values for one tier, invalid values; every
@@ -210,7 +214,8 @@ def prepare(grid: Grid, base: ConfigSource, out_dir: Path, data_dir: Path) -> li
             problems += [f"combination {index} ({_label(settings)}): {p}" for p in exc.problems]
         tasks.append(SweepTask(index, _label(settings), settings, str(folder / "config"), str(data_dir),
                                str(folder / "replay.db"), grid.interval_minutes, grid.tickers, grid.start.isoformat(),
-                               grid.end.isoformat(), tuple(selected)))
+                               grid.end.isoformat(), tuple(selected),
+                               str(chain_cache.resolve()) if chain_cache is not None else None))
     if problems:
         shown = problems[:20] + ([f"… and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise ConfigError(f"{len(problems)} problem(s) in the grid's combinations; nothing was run", shown)
@@ -222,7 +227,8 @@ def _replay_settings(task: SweepTask) -> Any:  # noqa: ANN401 - ReplaySettings, 
 
     return ReplaySettings(data_dir=Path(task.data_dir), interval_minutes=task.interval_minutes, tickers=task.tickers,
                           start=dt.date.fromisoformat(task.start), end=dt.date.fromisoformat(task.end),
-                          config_dir=Path(task.config_dir), accounts=task.accounts)
+                          config_dir=Path(task.config_dir), accounts=task.accounts,
+                          chain_cache=Path(task.chain_cache) if task.chain_cache else None)
 
 
 def check_data(task: SweepTask) -> None:

@@ -73,16 +73,35 @@ class ReadCache:
     def watch(self, conn: Connection) -> None:
         """Count every write on ``conn`` that was not announced as a write to every account."""
 
-        def before_execute(_conn, clause, _multiparams, _params, _options) -> None:  # noqa: ANN001
-            if self._announced == 0 and getattr(clause, "is_dml", False):
+        def before_cursor_execute(_conn, _cursor, statement, _params, context, _many) -> None:  # noqa: ANN001
+            if self._announced:
+                return
+            compiled = getattr(context, "compiled", None)
+            clause = getattr(compiled, "statement", None)
+            if getattr(clause, "is_dml", False):
                 table = getattr(getattr(clause, "table", None), "name", None)
-                if table is None:
-                    self._generations.clear()
-                    self._entries.clear()
-                else:
+                if table is not None:
                     self.wrote(ALL, table)
+                    return
+            elif getattr(clause, "is_select", False) or not _may_write(statement):
+                return
+            self.forget()  # SQL text that may write, or DML on no single table: nothing read stands
 
-        event.listen(conn, "before_execute", before_execute)
+        # Cursor level: statements sent with exec_driver_sql() included (they skip before_execute).
+        event.listen(conn, "before_cursor_execute", before_cursor_execute)
+
+    def forget(self) -> None:
+        """Drop every remembered read."""
+        self._entries.clear()
+
+
+def _may_write(statement: str) -> bool:
+    """Whether SQL text could change rows: anything but SELECT (without INTO), SHOW, PRAGMA, EXPLAIN,
+    SET and transaction control."""
+    text = statement.lstrip().lower()
+    if text.startswith(("show", "pragma", "explain", "set ", "begin", "commit", "rollback", "savepoint", "release")):
+        return False
+    return not (text.startswith("select") and " into " not in text)
 
 
 def cache_of(conn: Connection) -> ReadCache | None:

@@ -462,9 +462,12 @@ class AccountRepository:
     def closing_positions(self) -> list[Any]:
         """Positions whose close order was sent (or was about to be) and not yet recorded as filled."""
         p = active_positions
-        return list(self._cached(("closing_positions",), (p, _Marks), lambda: tuple(self.conn.execute(
-            self.scope.select(p).where(p.c.status == "closing", p.c.close_client_order_id.is_not(None)).order_by(p.c.id)
-        ).all())))
+        ids = self._cached(("closing_position_ids",), (p,), lambda: tuple(self.conn.execute(
+            self.scope.select(p, p.c.id).where(p.c.status == "closing", p.c.close_client_order_id.is_not(None))
+        ).scalars()))
+        if not ids:  # the usual case, answered without a query while no position changes status
+            return []
+        return self.conn.execute(self.scope.select(p).where(p.c.id.in_(ids)).order_by(p.c.id)).all()
 
     def update_position(self, position_id: int, **values: Any) -> None:
         """Change one position; a mark (only :data:`MARK_COLUMNS`) leaves cached reads that do not

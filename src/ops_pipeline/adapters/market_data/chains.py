@@ -22,8 +22,14 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import hashlib
+import logging
 import math
+import os
+import pickle
 import re
+import tempfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -36,6 +42,13 @@ from ops_pipeline.adapters.market_data.bars import BarSeries
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange_date, from_exchange
 from ops_pipeline.domain.pricing import RISK_FREE_RATE, implied_vol
 from ops_pipeline.errors import DataError
+
+log = logging.getLogger(__name__)
+
+_CODE = hashlib.sha256(b"".join(
+    (Path(__file__).parent / name).read_bytes() for name in ("chains.py", "bars.py", "calendar.py")
+) + (Path(__file__).parents[2] / "domain" / "pricing.py").read_bytes()).hexdigest()
+"""The code that turns files into snapshots: a cached day is only used by the same code."""
 
 _NAME_RE = re.compile(r"^(\d{8}T\d{6})ET_[0-9a-f]+\.csv\.gz$")
 _OCC_ROOT_RE = re.compile(r"^([A-Z.]+)\d{6}[CP]\d{8}$")
@@ -314,13 +327,21 @@ class ChainStore:
     chosen together, see :func:`choose_lags`) and kept in memory; ``tickers`` limits parsing to the
     underlyings in play; ``bars`` (ticker → 1- or 5-minute bars) are what quote times are matched
     against. Without bars for any ticker of a day, that day's quotes keep their files' times.
+
+    ``cache_dir``: where a parsed day is kept (compressed pickle) and read back by later stores. A
+    day's key covers everything its result depends on: each file's path, size and modification
+    time, ``tickers``, the bars of that day that quote times are matched against, and this
+    module's code (and the pricing, bar and calendar code it calls). A cache file that cannot be
+    read is parsed again and replaced; writes are atomic, so parallel sweeps may share a folder.
     """
 
     def __init__(self, folder: Path | None, calendar: TradingCalendar, tickers: frozenset[str] | None = None,
-                 bars: Mapping[str, BarSeries] | None = None) -> None:
+                 bars: Mapping[str, BarSeries] | None = None, cache_dir: Path | None = None) -> None:
         self.folder = folder
         self.tickers = tickers
         self.bars = dict(bars or {})
+        self.cache_dir = cache_dir
+        self.cache_hits = 0
         self.ignored_outside_hours: list[str] = []
         files: dict[dt.date, list[tuple[dt.datetime, Path]]] = {}
         if folder is not None and folder.is_dir():
@@ -361,7 +382,49 @@ class ChainStore:
             self._load_next_day()
 
     def _load_next_day(self) -> None:
-        entries = self._files[self._days[self._loaded_days]]
+        day = self._days[self._loaded_days]
+        entries = self._files[day]
+        cache = self._cache_path(day, entries) if self.cache_dir is not None else None
+        loaded = _read_cached_day(cache) if cache is not None else None
+        if loaded is None:
+            loaded = self._parse_day(entries)
+            if cache is not None:
+                _write_cached_day(cache, loaded)
+        else:
+            self.cache_hits += 1
+        timings, snaps = loaded
+        self._timings.extend(timings)
+        for snap in sorted(snaps, key=lambda s: s.quote_time):
+            epoch = snap.quote_time.timestamp()
+            self._by_ticker.setdefault(snap.ticker, []).append(snap)
+            self._times.setdefault(snap.ticker, []).append(epoch)
+            for symbol, iv in zip(snap.symbols.tolist(), snap.iv.tolist(), strict=True):
+                if math.isfinite(iv):
+                    times, ivs = self._listings.setdefault(symbol, ([], []))
+                    times.append(epoch)
+                    ivs.append(iv)
+        self._loaded_days += 1
+
+    def _cache_path(self, day: dt.date, entries: list[tuple[dt.datetime, Path]]) -> Path:
+        assert self.cache_dir is not None
+        key = hashlib.sha256(_CODE.encode())
+        key.update(repr(sorted(self.tickers) if self.tickers is not None else None).encode())
+        for _, path in entries:
+            stat = path.stat()
+            key.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        # lag_errors reads the bars of the file's exchange day that started by its time
+        first = from_exchange(dt.datetime.combine(day, dt.time(0))).timestamp()
+        last = entries[-1][0].timestamp()
+        for ticker in sorted(self.bars):
+            series = self.bars[ticker]
+            lo = int(np.searchsorted(series.start, first, side="left"))
+            hi = int(np.searchsorted(series.start, last, side="right"))
+            key.update(f"{ticker}|{series.interval_secs}|".encode())
+            key.update(series.start[lo:hi].tobytes())
+            key.update(series.close[lo:hi].tobytes())
+        return self.cache_dir / f"chains-{day:%Y%m%d}-{key.hexdigest()[:32]}.pkl.z"
+
+    def _parse_day(self, entries: list[tuple[dt.datetime, Path]]) -> tuple[list[SnapshotTiming], list[ChainSnapshot]]:
         chains = [(taken_at, path, read_chain(path, self.tickers)) for taken_at, path in entries]
         curves, tolerances, matched = [], [], []
         for taken_at, _, rows_by_ticker in chains:
@@ -379,23 +442,15 @@ class ChainStore:
             tolerances.append(tol)
             matched.append(tuple(names))
         snaps: list[ChainSnapshot] = []
+        timings: list[SnapshotTiming] = []
         for (taken_at, path, rows_by_ticker), (lag, source, error), names in zip(chains, choose_lags(curves, tolerances), matched, strict=True):
             quote_time = taken_at - dt.timedelta(minutes=lag)
-            self._timings.append(SnapshotTiming(path.name, taken_at, quote_time, source, error, names if source == LagSource.PARITY else ()))
+            timings.append(SnapshotTiming(path.name, taken_at, quote_time, source, error, names if source == LagSource.PARITY else ()))
             for ticker, rows in rows_by_ticker.items():
                 parity = parity_spot(rows, quote_time)
                 spot = parity[0] if parity else float(rows["spot_price"].dropna().iloc[0])
                 snaps.append(build_snapshot(ticker, rows, path.name, taken_at, quote_time, spot))
-        for snap in sorted(snaps, key=lambda s: s.quote_time):
-            epoch = snap.quote_time.timestamp()
-            self._by_ticker.setdefault(snap.ticker, []).append(snap)
-            self._times.setdefault(snap.ticker, []).append(epoch)
-            for symbol, iv in zip(snap.symbols.tolist(), snap.iv.tolist(), strict=True):
-                if math.isfinite(iv):
-                    times, ivs = self._listings.setdefault(symbol, ([], []))
-                    times.append(epoch)
-                    ivs.append(iv)
-        self._loaded_days += 1
+        return timings, snaps
 
     def latest_at_or_before(self, ticker: str, now: dt.datetime) -> ChainSnapshot | None:
         """The snapshot of ``ticker`` with the latest quote time at or before ``now``."""
@@ -455,3 +510,37 @@ class ChainStore:
         """Every snapshot of ``ticker`` in quote-time order (parses every file)."""
         self.timings()
         return list(self._by_ticker.get(ticker, []))
+
+
+def _read_cached_day(path: Path) -> tuple[list[SnapshotTiming], list[ChainSnapshot]] | None:
+    """A day written by :func:`_write_cached_day`, or None (absent, or unreadable: parsed again)."""
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("chain cache %s unreadable (%s): parsing the files again", path, exc)
+        return None
+    try:
+        timings, snaps = pickle.loads(zlib.decompress(blob))  # noqa: S301 - our own cache folder
+        return list(timings), list(snaps)
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file is a miss, never an error
+        log.warning("chain cache %s damaged (%s): parsing the files again", path, exc)
+        return None
+
+
+def _write_cached_day(path: Path, day: tuple[list[SnapshotTiming], list[ChainSnapshot]]) -> None:
+    """Write a parsed day atomically (temporary file, then rename); a failure only costs speed."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = zlib.compress(pickle.dumps(day, protocol=pickle.HIGHEST_PROTOCOL), 1)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(blob)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        log.warning("chain cache %s not written (%s)", path, exc)

@@ -1,0 +1,154 @@
+"""The replay's unit of work (one transaction per simulated minute, reads cached until the rows they
+read change) must write exactly what plain transactions write, see every write however it was
+made, and lose a failed minute whole. On SQLite and PostgreSQL, with the real services."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import select, text, type_coerce
+from sqlalchemy.types import NullType
+
+from ops_pipeline.adapters.db.database import Database, sqlite_url
+from ops_pipeline.adapters.db.repositories import AccountRepository
+from ops_pipeline.adapters.db.tables import dispatch_decisions, dispatch_executions, metadata
+from ops_pipeline.errors import DatabaseError, RunInProgress
+from ops_pipeline.reports.invariants import check_account
+from tests.conftest import new_pg_database
+from tests.e2e.test_replay import WALL_CLOCK
+from tests.factories import account_config, quote
+from tests.integration.test_services import SYMBOL, Rig
+from tests.integration.test_trust_rules import BAD, QQQ, SQLITE_ONLY, insert_raw
+
+
+def fresh(db: Database, request: pytest.FixtureRequest, tmp_path) -> Database:
+    """A second empty database of the same kind as ``db``."""
+    if db.dialect == "sqlite":
+        other = Database(sqlite_url(tmp_path / "other.db"))
+        other.upgrade()
+        return other
+    return new_pg_database(request.getfixturevalue("postgres_server"))
+
+
+def dump(db: Database) -> dict[str, list[str]]:
+    """Every table's rows as stored (no type processing: SQLite keeps the bad rows' raw values), as
+    text (a NaN equals itself)."""
+    with db.engine.connect() as conn:
+        return {t.name: [repr(tuple(r)) for r in conn.execute(
+                    select(*(type_coerce(c, NullType()).label(c.name) for c in t.columns if c.name not in WALL_CLOCK))
+                    .order_by(*t.primary_key.columns))]
+                for t in metadata.sorted_tables}
+
+
+def scenario(db: Database, end_of_minute) -> Rig:  # noqa: ANN001 - a callable
+    """Two accounts over eight minutes: bad rows beside good ones, fills, marks every minute, a stop,
+    a realized loss that latches one account, stale and fresh recommendations, a second ticker.
+    ``end_of_minute()`` is called after each minute's runs."""
+    large = account_config("large-100k", ticker_cooldown_minutes=0, stop_loss_pct=0.25, max_signals_per_run=50,
+                           lookback_window_minutes=3)
+    tiny = account_config("tiny-1k", ticker_cooldown_minutes=0, max_signals_per_run=50)
+    rig = Rig(db, large, tiny)
+    rig.market.set_quote(quote(QQQ, bid="2.46", ask="2.50"))
+    insert_raw(db, [values for values, _, _ in BAD + (SQLITE_ONLY if db.dialect == "sqlite" else [])])
+    rig.recommend(0)
+    rig.recommend(0, "QQQ")
+    prices = {2: ("1.73", "1.77"), 3: ("1.70", "1.74"), 5: ("2.58", "2.62")}
+    for minute in range(8):
+        if minute in prices:
+            bid, ask = prices[minute]
+            rig.market.set_quote(quote(SYMBOL, bid=bid, ask=ask, at=rig.clock.now()))
+            rig.market.set_quote(quote(QQQ, bid=bid, ask=ask, at=rig.clock.now()))
+        if minute == 4:
+            rig.recommend(minute, "QQQ")
+            rig.recommend(minute - 4)  # already decided by both: ignored
+        for name in ("large-100k", "tiny-1k"):
+            if minute % 2 == 0 or name == "large-100k":  # tiny runs every other minute: recommendations age
+                rig.manager(name).run()
+                rig.dispatcher(name).run()
+        end_of_minute()
+        rig.advance(1)
+    return rig
+
+
+def test_a_unit_of_work_writes_exactly_what_plain_transactions_write(any_db, request, tmp_path):
+    scenario(any_db, lambda: None)
+    other = fresh(any_db, request, tmp_path)
+    with other.unit_of_work() as uow:
+        cached = scenario(other, uow.commit)
+    assert uow.cache.hits > 0  # the cache was used, not bypassed
+    expected, got = dump(any_db), dump(other)
+    for table in expected:
+        assert got[table] == expected[table], table
+    assert expected["dispatch_executions"] and expected["daily_loss_halts"]
+    for name in ("large-100k", "tiny-1k"):
+        with other.read() as conn:
+            assert check_account(conn, cached.configs[name]) == []
+
+
+def test_a_write_made_outside_the_repositories_is_seen_by_the_next_run(any_db):
+    """A recommendation inserted with SQL text (another service's way), after an idle run cached
+    "nothing to claim", is claimed by the next run of the same unit of work."""
+    rig = Rig(any_db, account_config("large-100k", ticker_cooldown_minutes=0))
+    with any_db.unit_of_work() as uow:
+        assert rig.dispatcher("large-100k").run().claimed == 0
+        assert rig.dispatcher("large-100k").run().claimed == 0  # answered from the cache
+        hits = uow.cache.hits
+        assert hits > 0
+        rig.advance(1)
+        insert_raw(any_db, [{"created_at": rig.clock.now(), "bar_ts": rig.clock.now(), "feature_ts": rig.clock.now()}])
+        assert rig.dispatcher("large-100k").run().executed == 1
+        with any_db.read() as conn:  # and through the driver directly
+            conn.exec_driver_sql("DELETE FROM dispatch_decisions")
+            assert AccountRepository(conn, "large-100k").may_have_claims(now=rig.clock.now(), ttl=dt.timedelta(minutes=5))
+        uow.conn.rollback()  # undo the delete: it broke the order's bookkeeping on purpose
+
+
+def test_a_failed_block_loses_its_whole_minute_and_stops_the_unit(any_db):
+    rig = Rig(any_db, account_config("large-100k", ticker_cooldown_minutes=0))
+    rig.recommend(0)
+    with pytest.raises(DatabaseError, match="rolled back"):
+        with any_db.unit_of_work() as uow:
+            assert rig.dispatcher("large-100k").run().executed == 1
+            uow.commit()  # this minute stays
+            rig.advance(1)
+            rig.recommend(1)
+            with pytest.raises(RuntimeError):
+                with any_db.transaction() as conn:
+                    AccountRepository(conn, "large-100k").finish_run("nope", rig.clock.now(), "ok", {})
+                    raise RuntimeError("a write failed half way")
+            rig.dispatcher("large-100k").run()  # refused: the unit is poisoned
+    assert [r.recommendation_id for r in rig.rows(dispatch_decisions, "large-100k")] == [1]
+    assert len(rig.rows(dispatch_executions, "large-100k")) == 1
+    with any_db.read() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM recommendations")).scalar_one() == 1
+
+
+def test_the_run_lock_is_reentrant_in_its_thread_and_exclusive_across_threads(sqlite_db):
+    with sqlite_db.account_lock("large-100k") as taken:
+        assert taken is True
+        with sqlite_db.account_lock("large-100k") as again:
+            assert again is False
+        errors: list[BaseException] = []
+
+        def other_thread() -> None:
+            try:
+                with sqlite_db.account_lock("large-100k", wait_secs=0):
+                    pass
+            except RunInProgress as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        assert len(errors) == 1  # the inner block's exit did not release the outer hold
+    with sqlite_db.account_lock("large-100k", wait_secs=0) as taken:
+        assert taken is True
+
+
+def test_one_unit_of_work_per_thread(sqlite_db):
+    with sqlite_db.unit_of_work():
+        with pytest.raises(DatabaseError, match="already open"):
+            with sqlite_db.unit_of_work():
+                pass
