@@ -141,6 +141,12 @@ class OccSymbol:
         return format(self.strike.normalize(), "f")
 
     def __str__(self) -> str:
-        thousandths = int((self.strike * 1000).to_integral_value(rounding=ROUND_HALF_UP))
-        cp = "C" if self.option_type is OptionType.CALL else "P"
-        return f"{self.underlying}{self.expiration:%y%m%d}{cp}{thousandths:08d}"
+        return _occ_text(self.underlying, self.expiration, self.option_type, self.strike)
+
+
+@functools.lru_cache(maxsize=65536)
+def _occ_text(underlying: str, expiration: dt.date, option_type: OptionType, strike: Decimal) -> str:
+    """``str(OccSymbol)``, remembered (quotes and books format the same symbols every minute)."""
+    thousandths = int((strike * 1000).to_integral_value(rounding=ROUND_HALF_UP))
+    cp = "C" if option_type is OptionType.CALL else "P"
+    return f"{underlying}{expiration:%y%m%d}{cp}{thousandths:08d}"
