@@ -182,3 +182,19 @@ def test_log_lines_are_appended_and_each_names_its_account_and_run(tmp_path):
     for name in ("acct-a", "acct-b"):
         mine = [line for line in lines if f" INFO {name} run-{name} " in line]
         assert len(mine) == 1500 and all(line.endswith("\\nsecond part") for line in mine)
+
+
+@pytest.mark.postgres
+def test_a_replay_into_a_database_whose_account_is_running_changes_nothing(postgres_server, data_dir):
+    """A replay holds every account's run lock for its whole length: with one account's run in
+    progress on that database (its lock held here), even ``--reset`` stops before wiping anything."""
+    db = new_pg_database(postgres_server)
+    with db.transaction() as conn:
+        conn.execute(text("INSERT INTO config_versions (tier, source, recorded_at, accepted) "
+                          "VALUES ('large', 'a live run', now(), true)"))
+    with db.account_lock("medium-25k"):
+        out = one_line_error(cli("replay", "--data", str(data_dir), *ONE_DAY, "--database-url", db.url, "--reset"))
+    assert "another run of account medium-25k is in progress" in out and "nothing was changed" in out
+    with db.read() as conn:
+        assert conn.execute(text("SELECT source FROM config_versions")).scalars().all() == ["a live run"]
+    db.dispose()

@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +31,7 @@ from ops_pipeline.cli.common import (
     setup_logging,
     work_dir,
 )
-from ops_pipeline.errors import ConfigError, DatabaseError, DataError
+from ops_pipeline.errors import ConfigError, DatabaseError, DataError, RunInProgress
 from ops_pipeline.replay import DEFAULT_END, DEFAULT_START, DEFAULT_TICKERS, ReplaySettings, load_inputs, run_replay
 from ops_pipeline.reports.render import render, write_files
 from ops_pipeline.reports.summary import build_report
@@ -115,7 +116,16 @@ def replay(
     except OSError as exc:
         raise fail(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     setup_logging(out_dir / "replay.log")
+    held = ExitStack()  # a server database's account locks, taken before anything is changed
     if server_db is not None:
+        try:
+            for config in inputs.configs:
+                held.enter_context(server_db.account_lock(config.name, wait_secs=0))
+        except RunInProgress as exc:
+            held.close()
+            raise fail(f"cannot replay into {server_db.redacted_url()}: {exc}; nothing was changed. A replay holds "
+                       f"every account's run lock from start to end: stop that account's runs, or replay into "
+                       f"another database") from None
         _prepare_server(server_db, reset)
         db = server_db
     else:
@@ -138,6 +148,8 @@ def replay(
             db.dispose()
             _remove_sqlite(building)
         raise
+    finally:
+        held.close()
     elapsed = time.perf_counter() - started
     if final_path is not None:
         db.dispose()
