@@ -97,7 +97,7 @@ def run_replay(db: Database, settings: ReplaySettings, progress: ProgressFn | No
     with ExitStack() as held:
         for runner in runners:  # for the whole replay: every run finds the lock held (see AccountRunner)
             held.enter_context(db.account_lock(runner.name, wait_secs=0))
-        uow = held.enter_context(db.unit_of_work())
+        uow = held.enter_context(db.unit_of_work(write_behind=True))
         for session in inputs.sessions:
             stats.sessions += 1
             for k in range(1, session.minutes):

@@ -72,12 +72,14 @@ def scenario(db: Database, end_of_minute) -> Rig:  # noqa: ANN001 - a callable
     return rig
 
 
-def test_a_unit_of_work_writes_exactly_what_plain_transactions_write(any_db, request, tmp_path):
+@pytest.mark.parametrize("write_behind", [False, True], ids=["cached", "cached+write-behind"])
+def test_a_unit_of_work_writes_exactly_what_plain_transactions_write(any_db, request, tmp_path, write_behind):
     scenario(any_db, lambda: None)
     other = fresh(any_db, request, tmp_path)
-    with other.unit_of_work() as uow:
+    with other.unit_of_work(write_behind=write_behind) as uow:
         cached = scenario(other, uow.commit)
     assert uow.cache.hits > 0  # the cache was used, not bypassed
+    assert (uow.write_behind is not None) is write_behind
     expected, got = dump(any_db), dump(other)
     for table in expected:
         assert got[table] == expected[table], table
@@ -145,6 +147,24 @@ def test_the_run_lock_is_reentrant_in_its_thread_and_exclusive_across_threads(sq
         assert len(errors) == 1  # the inner block's exit did not release the outer hold
     with sqlite_db.account_lock("large-100k", wait_secs=0) as taken:
         assert taken is True
+
+
+def test_write_behind_rows_are_read_back_at_once_and_only_on_an_empty_database(sqlite_db):
+    """A buffered run row is in the database for the next statement of the unit; a database that
+    already has runs gets no buffer (its run ids are not all known)."""
+    now = dt.datetime(2026, 3, 16, 16, 0, tzinfo=dt.UTC)
+    with sqlite_db.unit_of_work(write_behind=True) as uow:
+        assert uow.write_behind is not None
+        with sqlite_db.transaction() as conn:
+            repo = AccountRepository(conn, "large-100k")
+            first = repo.start_run("run-a", "dispatcher", now, 1)
+            second = repo.start_run("run-a", "dispatcher", now, 1)
+            assert (first, second) == ("run-a", "run-a-2")  # as ON CONFLICT DO NOTHING decides it
+            repo.finish_run(first, now, "ok", {"claimed": 0})
+            assert [r.run_id for r in repo.abandon_running_runs(now)] == ["run-a-2"]  # flushed, then read
+            assert repo.latest_run().status in {"ok", "abandoned"}
+    with sqlite_db.unit_of_work(write_behind=True) as uow:
+        assert uow.write_behind is None
 
 
 def test_one_unit_of_work_per_thread(sqlite_db):

@@ -37,11 +37,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from ops_pipeline.adapters.db.cache import CACHE_KEY, ReadCache
+from ops_pipeline.adapters.db.tables import account_equity_snapshots, dispatch_runs
 from ops_pipeline.errors import DatabaseError, RunInProgress
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -92,6 +93,98 @@ def parse_database_url(url: str) -> URL:
     return parsed
 
 
+WRITE_BEHIND_KEY = "ops_pipeline.write_behind"
+"""Where a unit of work's write-behind buffer hangs on its connection (``Connection.info``)."""
+
+
+class WriteBehind:
+    """Rows that nothing reads before the next statement, kept in memory and inserted in batches:
+    each run's ``dispatch_runs`` row (its start and its end become one INSERT) and each equity
+    snapshot. Any statement on the connection flushes them first, in order, so every read sees
+    them; so does every commit.
+
+    Only for a unit of work on a database that had no run and no snapshot when it began: the
+    buffer then knows every run id and snapshot key there is, and decides conflicts (a second run
+    in the same second, a second snapshot at the same time) as ``ON CONFLICT DO NOTHING`` would.
+
+    What flushes: a commit; SQL text; an INSERT, UPDATE or DELETE of either table; and the
+    repository methods that read them (every account-scoped read is a repository method, see
+    :mod:`~ops_pipeline.adapters.db.scope`). Other statements leave the buffer alone.
+    """
+
+    TABLES = frozenset({"dispatch_runs", "account_equity_snapshots"})
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, dict]] = []
+        self.runs: dict[str, dict] = {}
+        self.run_ids: set[str] = set()
+        self.snapshot_keys: set[tuple[str, object]] = set()
+
+    def start_run(self, row: dict) -> bool:
+        """Buffer a run's start; False if its id exists (the caller tries the next suffix)."""
+        if row["run_id"] in self.run_ids:
+            return False
+        self.run_ids.add(row["run_id"])
+        self.runs[row["run_id"]] = row
+        self.pending.append((dispatch_runs.name, row))
+        return True
+
+    def finish_run(self, run_id: str, values: dict) -> bool:
+        """Put a buffered run's end into its row; False if the row was flushed already."""
+        row = self.runs.get(run_id)
+        if row is None:
+            return False
+        row.update(values)
+        return True
+
+    def snapshot(self, row: dict) -> None:
+        key = (row["account_name"], row["taken_at"])
+        if key not in self.snapshot_keys:
+            self.snapshot_keys.add(key)
+            self.pending.append((account_equity_snapshots.name, row))
+
+    def flush(self, conn: Connection) -> None:
+        """Insert every buffered row, table by table in the order written (executemany per set of columns)."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        self.runs.clear()
+        for table in (dispatch_runs, account_equity_snapshots):
+            rows = [row for name, row in pending if name == table.name]
+            start = 0
+            while start < len(rows):
+                end = start
+                while end < len(rows) and rows[end].keys() == rows[start].keys():
+                    end += 1
+                conn.execute(table.insert(), rows[start:end])
+                start = end
+
+
+class _FlushingConnection:
+    """The unit of work's connection as the blocks see it: a statement that may touch the
+    write-behind buffer's tables flushes it first (see :class:`WriteBehind`)."""
+
+    def __init__(self, conn: Connection, buffer: WriteBehind) -> None:
+        self._conn = conn
+        self._buffer = buffer
+
+    def execute(self, statement, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - Connection.execute
+        if self._buffer.pending:
+            if getattr(statement, "is_dml", False):
+                if getattr(getattr(statement, "table", None), "name", None) in WriteBehind.TABLES:
+                    self._buffer.flush(self._conn)
+            elif not getattr(statement, "is_select", False):  # SQL text, or anything else
+                self._buffer.flush(self._conn)
+        return self._conn.execute(statement, *args, **kwargs)
+
+    def exec_driver_sql(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        self._buffer.flush(self._conn)
+        return self._conn.exec_driver_sql(*args, **kwargs)
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - the rest is the Connection's
+        return getattr(self._conn, name)
+
+
 class UnitOfWork:
     """One connection and one open transaction shared by a thread's ``transaction()`` and ``read()``
     blocks (:meth:`Database.unit_of_work`).
@@ -100,11 +193,14 @@ class UnitOfWork:
     back when it ends and any later block raises :class:`~ops_pipeline.errors.DatabaseError`.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, write_behind: WriteBehind | None = None) -> None:
         self.conn = conn
         self.cache = ReadCache()
         self.failed: BaseException | None = None
         self.commits = 0
+        self.write_behind = write_behind
+        self.handle = conn if write_behind is None else _FlushingConnection(conn, write_behind)
+        """What ``transaction()`` and ``read()`` yield."""
 
     def commit(self) -> None:
         """Commit what the blocks wrote since the last commit; the next statement begins anew.
@@ -113,6 +209,8 @@ class UnitOfWork:
             DatabaseError: a block failed since the unit of work began.
         """
         self._check()
+        if self.write_behind is not None:
+            self.write_behind.flush(self.conn)
         self.conn.commit()
         self.commits += 1
 
@@ -218,7 +316,7 @@ class Database:
             return
         uow._check()
         try:
-            yield uow.conn
+            yield uow.handle  # type: ignore[misc]
         except BaseException as exc:
             uow.failed = exc
             raise
@@ -233,14 +331,16 @@ class Database:
                 yield conn
             return
         uow._check()
-        yield uow.conn
+        yield uow.handle  # type: ignore[misc]
 
     @contextmanager
-    def unit_of_work(self) -> Iterator[UnitOfWork]:
+    def unit_of_work(self, *, write_behind: bool = False) -> Iterator[UnitOfWork]:
         """One transaction for this thread's blocks until :meth:`UnitOfWork.commit`; committed at the
         end of the block, rolled back if it raises or a block inside failed. For a process that is
         its database's only writer and holds the account locks throughout (the replay): its reads
-        are cached (:mod:`~ops_pipeline.adapters.db.cache`).
+        are cached (:mod:`~ops_pipeline.adapters.db.cache`). With ``write_behind``, on a database
+        with no run and no snapshot yet, run rows and equity snapshots are inserted in batches
+        (:class:`WriteBehind`); on any other database the option is ignored.
 
         Raises:
             DatabaseError: the database is read-only; a unit of work is already open in this thread;
@@ -251,8 +351,15 @@ class Database:
         if getattr(self._local, "uow", None) is not None:
             raise DatabaseError("a unit of work is already open in this thread")
         with self.engine.connect() as conn:
-            uow = UnitOfWork(conn)
+            buffer = None
+            if write_behind:
+                empty = all(conn.execute(select(func.count()).select_from(t)).scalar_one() == 0
+                            for t in (dispatch_runs, account_equity_snapshots))
+                buffer = WriteBehind() if empty else None
+            uow = UnitOfWork(conn, buffer)
             conn.info[CACHE_KEY] = uow.cache
+            if buffer is not None:
+                conn.info[WRITE_BEHIND_KEY] = buffer
             uow.cache.watch(conn)
             self._local.uow = uow
             try:
@@ -264,6 +371,7 @@ class Database:
             finally:
                 self._local.uow = None
                 conn.info.pop(CACHE_KEY, None)  # info lives with the pooled DBAPI connection
+                conn.info.pop(WRITE_BEHIND_KEY, None)
 
     @contextmanager
     def account_lock(self, account_name: str, *, wait_secs: float = 5.0,

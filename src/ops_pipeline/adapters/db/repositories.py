@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import NullType
 
 from ops_pipeline.adapters.db.cache import announce, cache_of
+from ops_pipeline.adapters.db.database import WRITE_BEHIND_KEY, WriteBehind
 from ops_pipeline.adapters.db.scope import AccountScope
 from ops_pipeline.adapters.db.tables import (
     ACCOUNT_SCOPED,
@@ -226,14 +227,36 @@ class AccountRepository:
         return cache.get((self.account_name, *key), deps, load)
 
     # --- runs ---------------------------------------------------------------------------------
+    def _write_behind(self) -> WriteBehind | None:
+        return self.conn.info.get(WRITE_BEHIND_KEY)
+
+    def _flushed(self) -> Connection:
+        """The connection, with the write-behind buffer flushed: for reads of runs and snapshots."""
+        buffer = self._write_behind()
+        if buffer is not None:
+            buffer.flush(self.conn)
+        return self.conn
+
     def start_run(self, run_id: str, kind: str, now: dt.datetime, pid: int | None = None) -> str:
-        """Record a run's start; returns its id (suffixed ``-2``, ``-3``… if one started the same second)."""
+        """Record a run's start; returns its id (suffixed ``-2``, ``-3``… if one started the same second).
+        Inside a write-behind unit of work the row is inserted with the next statement, end included."""
+        buffer = self._write_behind()
         for n in range(1, 100):
             candidate = run_id if n == 1 else f"{run_id}-{n}"
-            if insert_ignore(self.conn, dispatch_runs, {"run_id": candidate, "account_name": self.account_name, "kind": kind,
-                                                        "started_at": now, "status": "running", "pid": pid}, ("run_id",)):
+            row = {"run_id": candidate, "account_name": self.account_name, "kind": kind, "started_at": now,
+                   "status": "running", "pid": pid}
+            if buffer is not None:
+                if buffer.start_run(row):
+                    self._wrote(dispatch_runs)
+                    return candidate
+            elif insert_ignore(self.conn, dispatch_runs, row, ("run_id",)):
                 return candidate
         raise RuntimeError(f"more than 99 runs of {run_id} in one second")
+
+    def _wrote(self, table: Any) -> None:  # noqa: ANN401 - a Table
+        cache = cache_of(self.conn)
+        if cache is not None:
+            cache.wrote(self.account_name, table.name)
 
     def abandon_running_runs(self, now: dt.datetime) -> list[Any]:
         """Mark this account's runs still ``running`` as ``abandoned`` and release their claims.
@@ -242,7 +265,7 @@ class AccountRepository:
         process that died (SPEC: one account, one run at a time). Returns the abandoned runs.
         """
         r = dispatch_runs
-        running = self.conn.execute(self.scope.select(r).where(r.c.status == "running").order_by(r.c.started_at)).all()
+        running = self._flushed().execute(self.scope.select(r).where(r.c.status == "running").order_by(r.c.started_at)).all()
         if running:
             ids = [row.run_id for row in running]
             self._write(r, self.scope.update(r).where(r.c.run_id.in_(ids)).values(
@@ -253,8 +276,12 @@ class AccountRepository:
     def finish_run(self, run_id: str, now: dt.datetime, status: str, summary: dict[str, Any], error: str | None = None,
                    wall_secs: float | None = None) -> None:
         """Record a run's end (``now``: market time) and how long it took in real seconds."""
-        self._update(dispatch_runs, "run_id", run_id, {"finished_at": now, "status": status, "summary": summary,
-                                                       "error": error, "wall_secs": wall_secs})
+        values = {"finished_at": now, "status": status, "summary": summary, "error": error, "wall_secs": wall_secs}
+        buffer = self._write_behind()
+        if buffer is not None and buffer.finish_run(run_id, values):
+            self._wrote(dispatch_runs)
+            return
+        self._update(dispatch_runs, "run_id", run_id, values)
 
     def state_changes(self, limit: int = 20) -> list[Any]:
         """This account's latest state changes, newest first."""
@@ -479,8 +506,15 @@ class AccountRepository:
         insert_ignore(self.conn, ai_option_trades, {**values, "account_name": self.account_name}, ("position_id",))
 
     def snapshot_equity(self, values: dict[str, Any]) -> None:
-        insert_ignore(self.conn, account_equity_snapshots, {**values, "account_name": self.account_name},
-                      ("account_name", "taken_at"))
+        """One equity snapshot per (account, time); a second at the same time is ignored."""
+        row = {**values, "account_name": self.account_name}
+        buffer = self._write_behind()
+        if buffer is None:
+            insert_ignore(self.conn, account_equity_snapshots, row, ("account_name", "taken_at"))
+            return
+        _columns(account_equity_snapshots, row)
+        buffer.snapshot(row)
+        self._wrote(account_equity_snapshots)
 
     # --- the daily loss latch -------------------------------------------------------------------
     def daily_loss_halt(self, trading_date: dt.date) -> DailyLossHalt | None:
@@ -539,21 +573,21 @@ class AccountRepository:
     def latest_run(self, kinds: Sequence[str] = ("dispatcher", "position_manager", "run")) -> Any:
         """This account's latest run of ``kinds`` (by start), or None."""
         r = dispatch_runs
-        return self.conn.execute(self.scope.select(r).where(r.c.kind.in_(list(kinds)))
+        return self._flushed().execute(self.scope.select(r).where(r.c.kind.in_(list(kinds)))
                                  .order_by(r.c.started_at.desc(), r.c.run_id.desc()).limit(1)).first()
 
     def runs_by_status(self) -> dict[str, int]:
         r = dispatch_runs
-        rows = self.conn.execute(self.scope.select(r, r.c.status, func.count()).group_by(r.c.status)).all()
+        rows = self._flushed().execute(self.scope.select(r, r.c.status, func.count()).group_by(r.c.status)).all()
         return {status: int(n) for status, n in rows}
 
     def latest_snapshot(self) -> Any:
         s = account_equity_snapshots
-        return self.conn.execute(self.scope.select(s).order_by(s.c.taken_at.desc()).limit(1)).first()
+        return self._flushed().execute(self.scope.select(s).order_by(s.c.taken_at.desc()).limit(1)).first()
 
     def equity_curve(self) -> list[Any]:
         s = account_equity_snapshots
-        return self.conn.execute(self.scope.select(s).order_by(s.c.taken_at)).all()
+        return self._flushed().execute(self.scope.select(s).order_by(s.c.taken_at)).all()
 
     def outcomes(self) -> list[Any]:
         t = ai_option_trades
