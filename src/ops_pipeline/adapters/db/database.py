@@ -98,10 +98,10 @@ WRITE_BEHIND_KEY = "ops_pipeline.write_behind"
 
 
 class WriteBehind:
-    """Rows that nothing reads before the next statement, kept in memory and inserted in batches:
-    each run's ``dispatch_runs`` row (its start and its end become one INSERT) and each equity
-    snapshot. Any statement on the connection flushes them first, in order, so every read sees
-    them; so does every commit.
+    """Rows the runs write and do not read back, kept in memory and inserted in batches: each run's
+    ``dispatch_runs`` row (its start and its end become one INSERT) and each equity snapshot. They
+    are inserted, in the order written, before any statement that could see them, and at every
+    commit.
 
     Only for a unit of work on a database that had no run and no snapshot when it began: the
     buffer then knows every run id and snapshot key there is, and decides conflicts (a second run
