@@ -112,7 +112,8 @@ class WriteBehind:
     :mod:`~ops_pipeline.adapters.db.scope`). Other statements leave the buffer alone.
     """
 
-    TABLES = frozenset({"dispatch_runs", "account_equity_snapshots"})
+    BUFFERED = (dispatch_runs, account_equity_snapshots)
+    TABLES = frozenset(t.name for t in BUFFERED)
 
     def __init__(self) -> None:
         self.pending: list[tuple[str, dict]] = []
@@ -149,7 +150,7 @@ class WriteBehind:
             return
         pending, self.pending = self.pending, []
         self.runs.clear()
-        for table in (dispatch_runs, account_equity_snapshots):
+        for table in self.BUFFERED:
             rows = [row for name, row in pending if name == table.name]
             start = 0
             while start < len(rows):
@@ -309,12 +310,11 @@ class Database:
         Raises:
             DatabaseError: inside a unit of work that an earlier block's error rolled back.
         """
-        uow: UnitOfWork | None = getattr(self._local, "uow", None)
+        uow = self._joined()
         if uow is None:
             with self.engine.begin() as conn:
                 yield conn
             return
-        uow._check()
         try:
             yield uow.handle  # type: ignore[misc]
         except BaseException as exc:
@@ -325,13 +325,19 @@ class Database:
     def read(self) -> Iterator[Connection]:
         """A connection inside one read-only-intended transaction (deferred on SQLite); inside this
         thread's :meth:`unit_of_work`, its connection (reads see the unit's writes)."""
-        uow: UnitOfWork | None = getattr(self._local, "uow", None)
+        uow = self._joined()
         if uow is None:
             with self._reader.begin() as conn:
                 yield conn
             return
-        uow._check()
         yield uow.handle  # type: ignore[misc]
+
+    def _joined(self) -> UnitOfWork | None:
+        """This thread's open unit of work, if any (refused if a block inside it failed)."""
+        uow: UnitOfWork | None = getattr(self._local, "uow", None)
+        if uow is not None:
+            uow._check()
+        return uow
 
     @contextmanager
     def unit_of_work(self, *, write_behind: bool = False) -> Iterator[UnitOfWork]:
@@ -354,7 +360,7 @@ class Database:
             buffer = None
             if write_behind:
                 empty = all(conn.execute(select(func.count()).select_from(t)).scalar_one() == 0
-                            for t in (dispatch_runs, account_equity_snapshots))
+                            for t in WriteBehind.BUFFERED)
                 buffer = WriteBehind() if empty else None
             uow = UnitOfWork(conn, buffer)
             conn.info[CACHE_KEY] = uow.cache
