@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from ops_pipeline.services.runs import RunContextFilter
 
@@ -114,14 +115,26 @@ def file_handler(path: Path, level: int = logging.INFO, log_format: str = "text"
     return handler
 
 
-def configure(log_file: Path, *extra: logging.Handler, log_format: str = "text") -> None:
-    """Root logging: INFO and up to ``log_file`` (appended), plus ``extra`` handlers (a console)."""
+def stream_handler(stream: TextIO, level: int = logging.INFO, log_format: str = "text") -> logging.Handler:
+    """Log lines to ``stream`` (an ECS task's stdout, which the ``awslogs`` driver sends to the
+    account's CloudWatch log group), in the same one-line (or JSON) format as the files."""
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(level)
+    handler.setFormatter(formatter(log_format))
+    handler.addFilter(RunContextFilter())
+    return handler
+
+
+def configure(log_file: Path | None, *extra: logging.Handler, log_format: str = "text") -> None:
+    """Root logging: INFO and up to ``log_file`` (appended; ``None``: no file), plus ``extra``
+    handlers (a console, stdout)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
     root.setLevel(logging.INFO)
-    root.addHandler(file_handler(log_file, log_format=log_format))
+    if log_file is not None:
+        root.addHandler(file_handler(log_file, log_format=log_format))
     for handler in extra:
         handler.addFilter(RunContextFilter())
         root.addHandler(handler)

@@ -11,7 +11,8 @@
 - :mod:`.admin`: ``db upgrade``, ``accounts list``;
 - :mod:`.start`: ``start`` (every account on its schedule, supervised), ``worker`` (its processes);
 - :mod:`.operations`: ``accounts enable|disable|pause|resume|pause-all|resume-all``, ``kill``,
-  ``status``, ``health``, ``logs``;
+  ``status``, ``health``, ``logs`` (``--target aws``: the EventBridge schedules and CloudWatch log groups);
+- :mod:`.deploy`: ``deploy plan|apply|status|rollback|destroy`` (ECS tasks, schedules, logs, metrics on AWS);
 - :mod:`.recommendations`: ``recommendations import``;
 - :mod:`.data`: ``data check-quotes``, ``data lags``.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import typer
 
 from ops_pipeline.cli import admin, config, dashboard, data, exchange, operations, recommendations, start, sweep
+from ops_pipeline.cli import deploy as deploy_cli
 from ops_pipeline.cli import replay as replay_cli
 from ops_pipeline.cli import report as report_cli
 from ops_pipeline.cli import run as run_cli
@@ -46,6 +48,7 @@ app.add_typer(admin.accounts_app, name="accounts")
 app.add_typer(config.app, name="config")
 app.add_typer(exchange.app, name="paper-exchange")
 app.add_typer(data.app, name="data")
+app.add_typer(deploy_cli.app, name="deploy")
 
 
 def main() -> None:

@@ -82,7 +82,8 @@ class LogFormatChoice(str, Enum):
     json = "json"
 
 
-LogFormat = Annotated[LogFormatChoice, typer.Option("--log-format", help="Log lines as text or as JSON objects.")]
+LogFormat = Annotated[LogFormatChoice, typer.Option("--log-format", envvar="OPS_PIPELINE_LOG_FORMAT",
+                                                 help="Log lines as text or as JSON objects.")]
 
 
 def default_database() -> Path:

@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import re
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,9 +29,11 @@ from ops_pipeline.cli.common import (
     setup_logging,
     table,
 )
+from ops_pipeline.cli.deploy import DEFAULT_DEPLOY_FILE, DeployFile, deployer
 from ops_pipeline.cli.start import selected_configs
 from ops_pipeline.clock import SystemClock
 from ops_pipeline.config.loader import ConfigSource, account_spec
+from ops_pipeline.deploy.aws import DeployError
 from ops_pipeline.domain.gates import MINUS
 from ops_pipeline.domain.states import StateCommand
 from ops_pipeline.domain.values import EXCHANGE_TZ, AccountState, ExecutionMode
@@ -43,6 +46,14 @@ EXIT_REFUSED = 1
 EXIT_STALE = 1
 FLATTEN_LOCK_WAIT_SECS = 30.0
 
+class TargetChoice(str, Enum):
+    local = "local"
+    aws = "aws"
+
+
+Target = Annotated[TargetChoice, typer.Option(
+    "--target", help="local: the accounts' state in the database; aws: their EventBridge schedules "
+                     "(ENABLED/DISABLED, seed 002) from the deploy file.")]
 By = Annotated[str | None, typer.Option("--by", help="Who makes the change (default: user@host).")]
 Reason = Annotated[str, typer.Option("--reason", help="Why (kept with the change).")]
 log = logging.getLogger("ops_pipeline.cli")
@@ -65,9 +76,43 @@ def _apply(command: StateCommand, names: list[str] | None, database_url: str | N
     return changes
 
 
+def _schedules(names: list[str] | None, enabled: bool, deploy_file: Path, config_dir: Path | None) -> None:
+    """Set the schedules of ``names`` (``None``: every account) ENABLED or DISABLED on AWS.
+
+    Raises:
+        typer.Exit: an unknown account (exit 2) or an account without a schedule (exit 1).
+    """
+    d = deployer(deploy_file, config_dir)
+    known = [s.name for s in d.specs]
+    unknown = [n for n in names or [] if n not in known]
+    if unknown:
+        raise fail(f"no account {', '.join(map(repr, unknown))}; accounts: {', '.join(known)}")
+    failed = False
+    for account in names or known:
+        try:
+            before, after = d.set_state(account, enabled)
+        except DeployError as exc:
+            console.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
+            failed = True
+            continue
+        said = "already " + after if before == after else f"{before} → {after}"
+        console.print(f"{account}: schedule {said}", markup=False)
+    if failed:
+        raise typer.Exit(EXIT_REFUSED)
+
+
 def _one(command: StateCommand) -> Any:
+    on_aws = command in (StateCommand.ENABLE, StateCommand.DISABLE)
+
     def handler(name: Annotated[str, typer.Argument(help="The account.")], database_url: DatabaseUrl = None,
-                config_dir: ConfigDir = None, by: By = None, reason: Reason = "") -> None:
+                config_dir: ConfigDir = None, by: By = None, reason: Reason = "",
+                target: Target = TargetChoice.local, deploy_file: DeployFile = DEFAULT_DEPLOY_FILE) -> None:
+        if target is TargetChoice.aws:
+            if not on_aws:
+                raise fail(f"{command.value} is a state in the database (no schedule expresses it); "
+                           "give --database-url of the AWS database without --target aws")
+            _schedules([name], command is StateCommand.ENABLE, deploy_file, config_dir)
+            return
         changes = _apply(command, [name], database_url, config_dir, by, reason)
         if any(c.outcome == "refused" for c in changes):
             raise typer.Exit(EXIT_REFUSED)
@@ -86,14 +131,25 @@ for _command in (StateCommand.ENABLE, StateCommand.DISABLE, StateCommand.PAUSE, 
 
 
 @accounts_app.command("pause-all")
-def pause_all(database_url: DatabaseUrl = None, config_dir: ConfigDir = None, by: By = None, reason: Reason = "") -> None:
-    """Pause every account (seed 002 "Pause all"); disabled and killed accounts are left as they are."""
+def pause_all(database_url: DatabaseUrl = None, config_dir: ConfigDir = None, by: By = None, reason: Reason = "",
+              target: Target = TargetChoice.local, deploy_file: DeployFile = DEFAULT_DEPLOY_FILE) -> None:
+    """Pause every account (seed 002 "Pause all"); disabled and killed accounts are left as they are.
+    --target aws: every schedule DISABLED, as the seed's loop of `aws scheduler update-schedule` did."""
+    if target is TargetChoice.aws:
+        _schedules(None, False, deploy_file, config_dir)
+        return
     _apply(StateCommand.PAUSE, None, database_url, config_dir, by, reason, only_from=AccountState.ENABLED)
 
 
 @accounts_app.command("resume-all")
-def resume_all(database_url: DatabaseUrl = None, config_dir: ConfigDir = None, by: By = None, reason: Reason = "") -> None:
-    """Resume every paused account (seed 002 "Resume all"). A killed account is resumed by name only."""
+def resume_all(database_url: DatabaseUrl = None, config_dir: ConfigDir = None, by: By = None, reason: Reason = "",
+               target: Target = TargetChoice.local, deploy_file: DeployFile = DEFAULT_DEPLOY_FILE) -> None:
+    """Resume every paused account (seed 002 "Resume all"). A killed account is resumed by name only.
+    --target aws: every schedule ENABLED (a killed account's runs still refuse entries: the kill is in
+    the database)."""
+    if target is TargetChoice.aws:
+        _schedules(None, True, deploy_file, config_dir)
+        return
     _apply(StateCommand.RESUME, None, database_url, config_dir, by, reason, only_from=AccountState.PAUSED)
 
 
@@ -105,15 +161,29 @@ def kill(
     config_dir: ConfigDir = None,
     by: By = None,
     reason: Reason = "",
+    target: Target = TargetChoice.local,
+    deploy_file: DeployFile = DEFAULT_DEPLOY_FILE,
 ) -> None:
     """Emergency stop (seed 002): no new order from the account's next run on, until `accounts resume NAME`.
 
     With --flatten the position manager also sells every position the account holds, at the bid,
     through the broker: at once (a position-manager run per account, now, when EXECUTION_MODE=ALPACA_PAPER)
     and at every later run while the account stays killed.
+
+    --target aws also disables the accounts' schedules (seed 002 "Emergency Stop Single Account"), first,
+    so no task starts; the kill is recorded in the database given by --database-url (the AWS one), if any.
     """
     if all_accounts == (name is not None):
         raise fail("give an account NAME or --all")
+    if target is TargetChoice.aws:
+        _schedules(None if all_accounts else [name], False, deploy_file, config_dir)
+        if database_url is None:
+            console.print("schedules disabled; the database's state is unchanged (give --database-url to record the "
+                          "kill there too)", markup=False, soft_wrap=True)
+            return
+        if flatten:
+            console.print("schedules are disabled: positions this command cannot sell now stay open until a run "
+                          "(`ops-pipeline run` or an enabled schedule) sells them", markup=False, soft_wrap=True)
     changes = _apply(StateCommand.KILL, None if all_accounts else [name], database_url, config_dir, by, reason,
                      flatten=flatten)
     if not flatten:
@@ -256,10 +326,16 @@ def show_logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines (Ctrl-C stops).")] = False,
     grep: Annotated[str | None, typer.Option("--grep", help="Only lines containing this text.")] = None,
     config_dir: ConfigDir = None,
+    target: Target = TargetChoice.local,
+    deploy_file: DeployFile = DEFAULT_DEPLOY_FILE,
 ) -> None:
-    """An account's log (.ops-pipeline/logs/dispatcher-{tier}.log; large: dispatcher.log), rotated files included."""
-    path = log_file_for(name, config_dir)
+    """An account's log (.ops-pipeline/logs/dispatcher-{tier}.log; large: dispatcher.log), rotated files included.
+    --target aws: its CloudWatch log group (/ecs/ops-pipeline/dispatcher-{tier}; large: /ecs/ops-pipeline/dispatcher)."""
     start = _since(since)
+    if target is TargetChoice.aws:
+        _aws_logs(name, start, grep, follow, deploy_file, config_dir)
+        return
+    path = log_file_for(name, config_dir)
     files = [p for p in (Path(f"{path}.{i}") for i in range(logs.BACKUPS, 0, -1)) if p.exists()]
     if path.exists():
         files.append(path)
@@ -301,3 +377,37 @@ def show_logs(
     except KeyboardInterrupt:
         return
 
+
+
+AWS_FOLLOW_SECS = 2.0
+
+
+def _aws_logs(name: str, start: dt.datetime | None, grep: str | None, follow: bool, deploy_file: Path,
+              config_dir: Path | None) -> None:
+    """Print the account's CloudWatch log events (``aws logs tail`` of seed 002), oldest first;
+    with ``follow``, poll for new ones until Ctrl-C."""
+    d = deployer(deploy_file, config_dir)
+    if name not in [s.name for s in d.specs]:
+        raise fail(f"no account {name!r}; accounts: {', '.join(s.name for s in d.specs)}")
+    since = start.astimezone(dt.UTC) if start is not None else None
+    seen: set[str] = set()
+    newest: int | None = None
+    try:
+        while True:
+            try:
+                events = d.log_events(name, since, grep, next_start=newest)
+            except DeployError as exc:
+                raise fail(str(exc), EXIT_REFUSED) from None
+            for event in events:
+                if event.get("eventId") in seen:
+                    continue
+                seen.add(event.get("eventId", ""))
+                newest = max(newest or 0, event["timestamp"])
+                at = dt.datetime.fromtimestamp(event["timestamp"] / 1000, tz=dt.UTC)
+                console.print(f"{at:%Y-%m-%d %H:%M:%S} {event.get('logStreamName', '')} {event['message'].rstrip()}",
+                              markup=False, highlight=False, soft_wrap=True)
+            if not follow:
+                return
+            time.sleep(AWS_FOLLOW_SECS)
+    except KeyboardInterrupt:
+        return

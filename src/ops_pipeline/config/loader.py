@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -43,6 +44,8 @@ log = logging.getLogger("ops_pipeline.config")
 DEFAULT_PREFIX = "/ops-pipeline"
 DEFAULT_SECRET_PREFIX = "ops-pipeline/alpaca"
 TIER_DEFAULTS_LABEL = "tier defaults (code)"
+PLACEHOLDER_KEY_PREFIX = "REPLACE-WITH"
+"""How the placeholder secrets of ``deploy apply`` begin (:func:`ops_pipeline.deploy.resources.placeholder_secret`)."""
 
 
 def default_config_dir() -> Path:
@@ -94,6 +97,9 @@ class StoreSettings(BaseSettings):
     parameter_prefix: str = DEFAULT_PREFIX
     secret_prefix: str = DEFAULT_SECRET_PREFIX
     secrets_file: Path | None = None
+    accounts_parameter: str | None = None
+    """An SSM parameter holding the accounts file's TOML (what ``deploy apply`` writes for the ECS
+    tasks, ``/ops-pipeline/accounts``); read instead of the folder's ``accounts.toml`` when set."""
     execution_mode: ExecutionMode = Field(
         ExecutionMode.SIMULATED, validation_alias=AliasChoices("EXECUTION_MODE", "OPS_PIPELINE_EXECUTION_MODE")
     )
@@ -161,7 +167,9 @@ class ConfigSource:
         """Stores chosen by ``OPS_PIPELINE_PARAMETER_STORE`` / ``OPS_PIPELINE_SECRET_STORE`` (local|aws)."""
         settings = settings or StoreSettings()
         folder = config_folder(config_dir or settings.config_dir)
-        settings = with_file_defaults(settings, folder / "accounts.toml")
+        accounts_file = (accounts_from_parameter(settings.accounts_parameter) if settings.accounts_parameter
+                         else folder / "accounts.toml")
+        settings = with_file_defaults(settings, accounts_file)
         parameters: ParameterStore = (
             AwsParameterStore(boto3_client("ssm")) if settings.parameter_store == "aws"
             else LocalParameterStore(folder / "parameters")
@@ -170,7 +178,7 @@ class ConfigSource:
             AwsSecretStore(boto3_client("secretsmanager")) if settings.secret_store == "aws"
             else LocalSecretStore(settings.secrets_file)
         )
-        return cls(folder / "accounts.toml", parameters, secrets, settings.parameter_prefix.rstrip("/"),
+        return cls(accounts_file, parameters, secrets, settings.parameter_prefix.rstrip("/"),
                    settings.secret_prefix.rstrip("/"), settings.execution_mode)
 
     def parameter_names(self, tier: Tier) -> tuple[str, str]:
@@ -178,6 +186,28 @@ class ConfigSource:
 
     def secret_names(self, tier: Tier) -> tuple[str, str]:
         return f"{self.secret_prefix}/{tier.value}", self.secret_prefix
+
+
+def accounts_from_parameter(name: str) -> Path:
+    """The accounts file kept in the SSM parameter ``name``, copied to a private temporary file (the
+    loader reads files; an ECS task's disk is its own and goes with it).
+
+    Raises:
+        ConfigError: no such parameter.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        stored = AwsParameterStore(boto3_client("ssm")).get(name)
+    except (BotoCoreError, ClientError) as exc:
+        raise ConfigError(f"cannot read the accounts parameter {name} from SSM: {exc}") from None
+    if stored is None:
+        raise ConfigError(f"accounts parameter {name} not found in SSM (`ops-pipeline deploy apply` writes it)")
+    folder = Path(tempfile.mkdtemp(prefix="ops-pipeline-accounts-"))
+    path = folder / "accounts.toml"
+    path.write_text(stored.text, encoding="utf-8")
+    log.info("accounts from %s (version %s)", name, stored.version)
+    return path
 
 
 def _read_accounts_file(path: Path) -> dict[str, Any]:
@@ -321,6 +351,9 @@ def load_credentials(spec: AccountSpec, source: ConfigSource) -> tuple[Credentia
     else:
         raise ConfigError(f"no credentials for account {spec.name}: secret {tried[0]} not found, nor {tried[1]}")
     credentials = parse_credentials(stored)
+    if credentials.api_key.get_secret_value().startswith(PLACEHOLDER_KEY_PREFIX):
+        raise ConfigError(f"secret {stored.name} still holds the placeholder `ops-pipeline deploy apply` created: put "
+                          f"account {spec.name}'s Alpaca paper keys in it")
     if not credentials.is_paper_key:
         raise ConfigError(
             f"secret {stored.name}: key {mask(credentials.api_key)} is not an Alpaca paper key (paper keys start "
