@@ -119,3 +119,13 @@ def test_schedule_expressions_fire_at_the_local_schedulers_minutes(every, offset
 def test_a_period_that_does_not_divide_the_hour_is_refused():
     with pytest.raises(ConfigError, match="divisor of 60"):
         schedule_expression(Schedule(every_minutes=7, offset_minutes=0))
+
+
+def test_the_example_deploy_file_is_valid_for_the_shipped_accounts():
+    from ops_pipeline.config.loader import default_config_dir, load_accounts
+    from ops_pipeline.deploy.settings import load_deploy_file
+
+    names = [s.name for s in load_accounts(default_config_dir() / "accounts.toml")]
+    settings = load_deploy_file(ROOT / "deploy" / "deploy.example.toml", names)
+    assert settings.image_for("tiny-1k").endswith("/ops-pipeline:v0.1.0")
+    assert settings.cluster_arn == "arn:aws:ecs:us-west-2:123456789012:cluster/ops-pipeline-cluster"

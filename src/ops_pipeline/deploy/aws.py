@@ -198,8 +198,9 @@ class Deployer:
             yield Change(spec.name, "parameter", pname, CREATE if current is None else
                          UNCHANGED if current == text else UPDATE, "" if current in (None, text) else "value changed")
         sname = r.secret_name(s, tier)
-        yield Change(spec.name, "secret", sname, UNCHANGED if self._secret_exists(sname) else CREATE,
-                     "exists; never overwritten" if self._secret_exists(sname) else "placeholder; put the paper keys in it")
+        exists = self._secret_exists(sname)
+        yield Change(spec.name, "secret", sname, UNCHANGED if exists else CREATE,
+                     "exists; never overwritten" if exists else "placeholder; put the paper keys in it")
         group = self._log_group(r.log_group(tier))
         if group is None:
             yield Change(spec.name, "log group", r.log_group(tier), CREATE, f"retention {s.log_retention_days} days")
