@@ -191,6 +191,16 @@ def test_accounts_disable_on_aws_disables_that_schedule_only_and_apply_keeps_it(
     assert unknown.exit_code == 2 and "tiny-2k" in unknown.output
 
 
+def test_apply_refuses_without_the_foundation_cluster_and_changes_nothing(rig):
+    rig.deploy_file.write_text(deploy_toml(cluster='"no-such-cluster"'))
+    plan = rig.cli("deploy", "plan")
+    assert plan.exit_code == 0 and "cluster no-such-cluster not found" in plan.output
+    result = rig.cli("deploy", "apply")
+    assert result.exit_code == 1 and "foundation" in result.output and "nothing was changed" in result.output
+    assert rig.c["ssm"].describe_parameters()["Parameters"] == []
+    assert rig.c["scheduler"].list_schedules()["Schedules"] == []
+
+
 def test_a_bad_deploy_file_names_every_problem_and_touches_nothing(rig):
     rig.deploy_file.write_text(deploy_toml(database_url='"postgresql://ops:pw@db/ops"', cpu="300",
                                            environment='{ ALPACA_API_KEY = "x" }')

@@ -65,6 +65,9 @@ def plan(deploy_file: DeployFile = DEFAULT_DEPLOY_FILE, config_dir: ConfigDir = 
     if shown:
         _print_changes(shown, f"plan ({deploy_file})")
     console.print(_summary(p, done=False), markup=False)
+    if p.pending and not d.cluster_exists():
+        console.print(f"warning: cluster {d.settings.cluster} not found in {d.settings.region}; apply refuses until the "
+                      "foundation stack (deploy/foundation.yaml) has created it", style="yellow", markup=False, soft_wrap=True)
 
 
 @app.command("apply")
@@ -75,7 +78,7 @@ def apply(deploy_file: DeployFile = DEFAULT_DEPLOY_FILE, config_dir: ConfigDir =
     try:
         p = d.apply()
     except DeployError as exc:
-        raise fail(f"{exc}; what was done before it stays done; run apply again", 1) from None
+        raise fail(str(exc), 1) from None
     if p.pending:
         _print_changes(p.pending, f"applied ({deploy_file})")
     console.print(_summary(p, done=True), markup=False)

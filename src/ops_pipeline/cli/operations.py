@@ -179,7 +179,9 @@ def kill(
         _schedules(None if all_accounts else [name], False, deploy_file, config_dir)
         if database_url is None:
             console.print("schedules disabled; the database's state is unchanged (give --database-url to record the "
-                          "kill there too)", markup=False, soft_wrap=True)
+                          "kill there too" + (", and to flatten" if flatten else "") + ")", markup=False, soft_wrap=True)
+            if flatten:
+                raise typer.Exit(EXIT_REFUSED)
             return
         if flatten:
             console.print("schedules are disabled: positions this command cannot sell now stay open until a run "

@@ -182,7 +182,7 @@ def _account(source: ConfigSource, name: str | None) -> AccountSpec:
 
 
 def _exit_if_closed(runtime: AccountRuntime, calendar: TradingCalendar) -> None:
-    """Exit 0 saying so when the broker's clock is outside regular hours (or exit 2 if unreadable)."""
+    """Exit 0 saying so when the broker's clock is outside regular hours (exit 1 when it cannot be read)."""
     try:
         now = runtime.dispatcher.clock.now()
     except (BrokerError, MarketDataError) as exc:

@@ -169,6 +169,11 @@ class Deployer:
     def _task_definition_arn(self, family: str, revision: int) -> str:
         return f"arn:aws:ecs:{self.settings.region}:{self.settings.account_id}:task-definition/{family}:{revision}"
 
+    def cluster_exists(self) -> bool:
+        """True when the deploy file's ECS cluster exists and is active (the foundation stack's)."""
+        clusters = self.c["ecs"].describe_clusters(clusters=[self.settings.cluster])["clusters"]
+        return any(c.get("status") == "ACTIVE" for c in clusters)
+
     # --- plan ------------------------------------------------------------------------------
     def plan(self) -> Plan:
         """What ``apply`` would change, resource by resource (reads only)."""
@@ -246,13 +251,15 @@ class Deployer:
             DeployError: AWS refused a change (the changes before it stay made; ``apply`` again).
         """
         plan = plan or self.plan()
-        try:
-            for change in plan.pending:
+        if plan.pending and not self.cluster_exists():
+            raise DeployError(f"cluster {self.settings.cluster} not found in {self.settings.region}: create the "
+                              "foundation stack first (deploy/foundation.yaml); nothing was changed")
+        for change in plan.pending:
+            try:
                 self._carry_out(change)
-        except Exception as exc:
-            if isinstance(exc, DeployError):
-                raise
-            raise DeployError(f"AWS refused a change: {type(exc).__name__}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - botocore's errors: said with the resource they were about
+                raise DeployError(f"AWS refused {change.action} of {change.kind} {change.name}: {type(exc).__name__}: "
+                                  f"{exc}; the changes before it stay made; run apply again") from None
         return plan
 
     def _spec(self, account: str) -> AccountSpec:

@@ -39,8 +39,8 @@ def metric_data(before: AccountStatus | None, after: AccountStatus, at: dt.datet
     """``PutMetricData`` entries for one run of one account.
 
     Args:
-        before: the account's status just before the run (``None``: it had never been read; counters
-            then count from zero).
+        before: the account's status just before the run (``None``: it could not be read; the
+            counters are then left out rather than counting the account's whole history again).
         after: its status just after the run.
         at: the entries' timestamp (aware; the wall clock).
 
@@ -57,16 +57,17 @@ def metric_data(before: AccountStatus | None, after: AccountStatus, at: dt.datet
         entry("pnl.today", after.pnl_today, "None"),
         entry("daily_loss.halted", 1 if after.halted_at else 0, "Count"),
         entry("health.stale", 1 if after.health == "stale" else 0, "Count"),
-        entry("trades.executed", max(0, after.trades_executed - (before.trades_executed if before else 0)), "Count"),
-        entry("runs.errors", max(0, after.run_errors - (before.run_errors if before else 0)), "Count"),
     ]
     if after.equity is not None:
         entries.append(entry("equity.dollars", after.equity, "None"))
     if after.last_run_secs is not None:
         entries.append(entry("runs.duration", after.last_run_secs, "Seconds"))
-    earlier = before.gates_failed if before else {}
+    if before is None:
+        return entries
+    entries.append(entry("trades.executed", max(0, after.trades_executed - before.trades_executed), "Count"))
+    entries.append(entry("runs.errors", max(0, after.run_errors - before.run_errors), "Count"))
     for reason, count in sorted(after.gates_failed.items()):
-        added = count - earlier.get(reason, 0)
+        added = count - before.gates_failed.get(reason, 0)
         if added > 0:
             entries.append(entry("gates.failed", added, "Count", reason=reason))
     return entries
