@@ -8,6 +8,7 @@ touched; AWS credentials and endpoint come from the usual boto3 settings.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -113,18 +114,32 @@ def rollback(
     if all_accounts == (name is not None):
         raise fail("give an account NAME or --all")
     d = deployer(deploy_file, config_dir)
-    names = [s.name for s in d.specs] if all_accounts else [name]
-    if name is not None and name not in [s.name for s in d.specs]:
-        raise fail(f"no account {name!r}; accounts: {', '.join(s.name for s in d.specs)}")
+
+    def one(account: str) -> str:
+        before, after = d.rollback(account, to)
+        return f"{account}: schedule now starts revision {after} (was {before})"
+
+    for_each_account(d, None if all_accounts else [name], one)
+
+
+def for_each_account(d: Deployer, names: list[str] | None, action: Callable[[str], str]) -> None:
+    """``action(account)`` for each of ``names`` (``None``: every account), printing what it returns;
+    an account AWS refuses is said in red and the others go on.
+
+    Raises:
+        typer.Exit: an unknown account (exit 2, before anything is done) or a refused one (exit 1, at the end).
+    """
+    known = [s.name for s in d.specs]
+    unknown = [n for n in names or [] if n not in known]
+    if unknown:
+        raise fail(f"no account {', '.join(map(repr, unknown))}; accounts: {', '.join(known)}")
     failed = False
-    for account in names:
+    for account in names or known:
         try:
-            before, after = d.rollback(account, to)
+            console.print(action(account), markup=False, soft_wrap=True)
         except DeployError as exc:
             console.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
             failed = True
-            continue
-        console.print(f"{account}: schedule now starts revision {after} (was {before})", markup=False)
     if failed:
         raise typer.Exit(1)
 

@@ -29,7 +29,12 @@ from ops_pipeline.cli.common import (
     setup_logging,
     table,
 )
-from ops_pipeline.cli.deploy import DEFAULT_DEPLOY_FILE, DeployFile, deployer
+from ops_pipeline.cli.deploy import (
+    DEFAULT_DEPLOY_FILE,
+    DeployFile,
+    deployer,
+    for_each_account,
+)
 from ops_pipeline.cli.start import selected_configs
 from ops_pipeline.clock import SystemClock
 from ops_pipeline.config.loader import ConfigSource, account_spec
@@ -83,22 +88,12 @@ def _schedules(names: list[str] | None, enabled: bool, deploy_file: Path, config
         typer.Exit: an unknown account (exit 2) or an account without a schedule (exit 1).
     """
     d = deployer(deploy_file, config_dir)
-    known = [s.name for s in d.specs]
-    unknown = [n for n in names or [] if n not in known]
-    if unknown:
-        raise fail(f"no account {', '.join(map(repr, unknown))}; accounts: {', '.join(known)}")
-    failed = False
-    for account in names or known:
-        try:
-            before, after = d.set_state(account, enabled)
-        except DeployError as exc:
-            console.print(f"error: {exc}", style="red", markup=False, soft_wrap=True)
-            failed = True
-            continue
-        said = "already " + after if before == after else f"{before} → {after}"
-        console.print(f"{account}: schedule {said}", markup=False)
-    if failed:
-        raise typer.Exit(EXIT_REFUSED)
+
+    def one(account: str) -> str:
+        before, after = d.set_state(account, enabled)
+        return f"{account}: schedule " + ("already " + after if before == after else f"{before} → {after}")
+
+    for_each_account(d, names, one)
 
 
 def _one(command: StateCommand) -> Any:

@@ -374,12 +374,18 @@ class Deployer:
                               f"(active: {', '.join(map(str, active)) or 'none'})")
         target = json.loads(json.dumps(current["Target"], default=str))
         target["EcsParameters"]["TaskDefinitionArn"] = self._task_definition_arn(family, to_revision)
-        self.c["scheduler"].update_schedule(
-            Name=name, ScheduleExpression=current["ScheduleExpression"],
-            ScheduleExpressionTimezone=current.get("ScheduleExpressionTimezone", r.TIMEZONE),
-            FlexibleTimeWindow=current["FlexibleTimeWindow"], Target=target, State=current["State"],
-            **({"Description": current["Description"]} if current.get("Description") else {}))
+        self._update_schedule(current, Target=target)
         return now, to_revision
+
+    def _update_schedule(self, current: dict[str, Any], **changes: Any) -> None:
+        """``UpdateSchedule`` replaces the whole schedule: send back every field of ``current`` with ``changes``."""
+        fields = {"Name": current["Name"], "ScheduleExpression": current["ScheduleExpression"],
+                  "ScheduleExpressionTimezone": current.get("ScheduleExpressionTimezone", r.TIMEZONE),
+                  "FlexibleTimeWindow": current["FlexibleTimeWindow"],
+                  "Target": json.loads(json.dumps(current["Target"], default=str)), "State": current["State"]}
+        if current.get("Description"):
+            fields["Description"] = current["Description"]
+        self.c["scheduler"].update_schedule(**(fields | changes))
 
     def set_state(self, account: str, enabled: bool) -> tuple[str | None, str]:
         """Set the account's schedule ENABLED or DISABLED (seed 002 "Start/Stop Specific Account").
@@ -395,11 +401,7 @@ class Deployer:
             raise DeployError(f"{account}: no schedule {name} (deploy apply first)")
         state = "ENABLED" if enabled else "DISABLED"
         if current.get("State") != state:
-            self.c["scheduler"].update_schedule(
-                Name=name, ScheduleExpression=current["ScheduleExpression"],
-                ScheduleExpressionTimezone=current.get("ScheduleExpressionTimezone", r.TIMEZONE),
-                FlexibleTimeWindow=current["FlexibleTimeWindow"], Target=json.loads(json.dumps(current["Target"], default=str)),
-                State=state, **({"Description": current["Description"]} if current.get("Description") else {}))
+            self._update_schedule(current, State=state)
         return current.get("State"), state
 
     def log_events(self, account: str, since: dt.datetime | None, pattern: str | None = None,
