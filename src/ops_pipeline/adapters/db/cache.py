@@ -35,6 +35,7 @@ class ReadCache:
         self._generations: dict[tuple[str | None, str], int] = {}
         self._entries: dict[Hashable, tuple[tuple[int, ...], Any]] = {}
         self._announced = 0
+        self._silent = 0
         self.hits = 0
         self.misses = 0
 
@@ -57,8 +58,33 @@ class ReadCache:
 
     def wrote(self, account_name: str | None, table: str) -> None:
         """``table``'s rows of ``account_name`` (``None``: a shared table; :data:`ALL`: any) changed."""
+        if self._silent:
+            return
         key = (account_name, table)
         self._generations[key] = self._generations.get(key, 0) + 1
+
+    def wrote_and_patch(self, key: Hashable, tables: tuple[tuple[str | None, str], ...],
+                        written: tuple[str | None, str], patch: Callable[[Any], Any]) -> None:
+        """Count a write to ``written`` and, if the read under ``key`` (which depends on ``tables``)
+        was current until now, keep it as ``patch(value)`` — the caller's exact account of what the
+        write changed — instead of reading it again. Other reads of ``written`` are dropped as usual."""
+        entry = self._entries.get(key)
+        current = entry is not None and entry[0] == self._stamp(tables)
+        self.wrote(*written)
+        if current:
+            assert entry is not None
+            self._entries[key] = (self._stamp(tables), patch(entry[1]))
+
+    @contextmanager
+    def silenced(self):  # noqa: ANN201 - a context manager
+        """Around writes the caller has already counted (a flush of what was written behind)."""
+        self._silent += 1
+        self._announced += 1
+        try:
+            yield
+        finally:
+            self._silent -= 1
+            self._announced -= 1
 
     @contextmanager
     def announced(self, account_name: str | None, table: str):  # noqa: ANN201 - a context manager

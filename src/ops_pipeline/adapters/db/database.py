@@ -37,12 +37,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from ops_pipeline.adapters.db.cache import CACHE_KEY, ReadCache
-from ops_pipeline.adapters.db.tables import account_equity_snapshots, dispatch_runs
+from ops_pipeline.adapters.db.cache import CACHE_KEY, ReadCache, cache_of
+from ops_pipeline.adapters.db.scope import AccountScope
+from ops_pipeline.adapters.db.tables import account_equity_snapshots, active_positions, dispatch_runs
 from ops_pipeline.errors import DatabaseError, RunInProgress
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -107,19 +108,33 @@ class WriteBehind:
     buffer then knows every run id and snapshot key there is, and decides conflicts (a second run
     in the same second, a second snapshot at the same time) as ``ON CONFLICT DO NOTHING`` would.
 
-    What flushes: a commit; SQL text; an INSERT, UPDATE or DELETE of either table; and the
-    repository methods that read them (every account-scoped read is a repository method, see
-    :mod:`~ops_pipeline.adapters.db.scope`). Other statements leave the buffer alone.
+    Marks to market too (``current_price``, ``unrealized_pnl``, ``marked_at`` of open positions,
+    written by every position-manager run): a position's newest mark replaces the one before, and
+    they are written as one UPDATE per account before any SELECT that reaches the database, before
+    any write to ``active_positions``, before SQL text and at every commit. Nothing can read a
+    position without seeing its newest mark: the reads the repositories remember are patched with
+    it (:meth:`~ops_pipeline.adapters.db.cache.ReadCache.wrote_and_patch`), and every other read
+    goes to the database after the flush.
+
+    What flushes: a commit; SQL text; an INSERT, UPDATE or DELETE of any of the tables; a SELECT
+    while marks wait (the runs and snapshots: the repository methods that read them, since every
+    account-scoped read is a repository method, see :mod:`~ops_pipeline.adapters.db.scope`).
     """
 
     BUFFERED = (dispatch_runs, account_equity_snapshots)
-    TABLES = frozenset(t.name for t in BUFFERED)
+    TABLES = frozenset(t.name for t in BUFFERED) | {active_positions.name}
 
     def __init__(self) -> None:
         self.pending: list[tuple[str, dict]] = []
         self.runs: dict[str, dict] = {}
         self.run_ids: set[str] = set()
         self.snapshot_keys: set[tuple[str, object]] = set()
+        self.marks: dict[tuple[str, int], dict] = {}
+        """(account, position id) → the columns of its newest mark."""
+
+    def mark(self, account_name: str, position_id: int, values: dict) -> None:
+        """Buffer one position's mark (a later one for the same position replaces what it sets)."""
+        self.marks.setdefault((account_name, position_id), {}).update(values)
 
     def start_run(self, row: dict) -> bool:
         """Buffer a run's start; False if its id exists (the caller tries the next suffix)."""
@@ -145,7 +160,9 @@ class WriteBehind:
             self.pending.append((account_equity_snapshots.name, row))
 
     def flush(self, conn: Connection) -> None:
-        """Insert every buffered row, table by table in the order written (executemany per set of columns)."""
+        """Insert every buffered row, table by table in the order written (executemany per set of
+        columns), then write the marks."""
+        self.flush_marks(conn)
         if not self.pending:
             return
         pending, self.pending = self.pending, []
@@ -160,6 +177,30 @@ class WriteBehind:
                 conn.execute(table.insert(), rows[start:end])
                 start = end
 
+    def flush_marks(self, conn: Connection) -> None:
+        """Write the buffered marks: per account and set of columns, one executemany UPDATE by id.
+        They were counted by the read cache when buffered, so writing them invalidates nothing."""
+        if not self.marks:
+            return
+        marks, self.marks = self.marks, {}
+        groups: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
+        for (account, position_id), values in marks.items():
+            columns = tuple(sorted(values))
+            groups.setdefault((account, columns), []).append(
+                {"_id": position_id, **{f"_v_{c}": values[c] for c in columns}})
+        cache = cache_of(conn)
+        with cache.silenced() if cache is not None else _no_context():
+            for (account, columns), rows in groups.items():
+                stmt = (AccountScope(account).update(active_positions).where(active_positions.c.id == bindparam("_id"))
+                        .values({c: bindparam(f"_v_{c}") for c in columns}))
+                conn.execute(stmt, rows)
+
+
+@contextmanager
+def _no_context() -> Iterator[None]:
+    yield
+
+
 
 class _FlushingConnection:
     """The unit of work's connection as the blocks see it: a statement that may touch the
@@ -170,12 +211,17 @@ class _FlushingConnection:
         self._buffer = buffer
 
     def execute(self, statement, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - Connection.execute
-        if self._buffer.pending:
+        buffer = self._buffer
+        if buffer.pending or buffer.marks:
             if getattr(statement, "is_dml", False):
                 if getattr(getattr(statement, "table", None), "name", None) in WriteBehind.TABLES:
-                    self._buffer.flush(self._conn)
-            elif not getattr(statement, "is_select", False):  # SQL text, or anything else
-                self._buffer.flush(self._conn)
+                    buffer.flush(self._conn)
+            elif getattr(statement, "is_select", False):
+                # Any read that reaches the database sees every mark. (Finding whether it reads
+                # positions costs more than the flush: reads that reach it are few, the cache answers.)
+                buffer.flush_marks(self._conn)
+            else:  # SQL text, or anything else
+                buffer.flush(self._conn)
         return self._conn.execute(statement, *args, **kwargs)
 
     def exec_driver_sql(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201

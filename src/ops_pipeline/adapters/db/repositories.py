@@ -64,6 +64,44 @@ class _Marks:
     name = MARKS
 
 
+class MarkedRow:
+    """A position row as the database returns it, with a newer mark than the row it was read as
+    (a mark applied to a remembered read, see :meth:`AccountRepository.update_position`).
+    Attributes and ``_mapping`` read like the row's."""
+
+    __slots__ = ("_marks", "_row")
+
+    def __init__(self, row: Any, marks: dict[str, Any]) -> None:  # noqa: ANN401 - a Row
+        if isinstance(row, MarkedRow):
+            row, marks = row._row, {**row._marks, **marks}
+        self._row = row
+        self._marks = marks
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401
+        marks = self._marks
+        return marks[name] if name in marks else getattr(self._row, name)
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return {**self._row._mapping, **self._marks}
+
+    def __repr__(self) -> str:
+        return f"MarkedRow({self._row!r}, {self._marks!r})"
+
+
+def _as_read(column: Any, value: Any) -> Any:  # noqa: ANN401 - a Column and its value
+    """``value`` as the database would give it back for ``column``: Decimals to the column's scale,
+    times as aware UTC (so a patched read equals one that went to the database)."""
+    if value is None:
+        return None
+    scale = getattr(column.type, "scale", None)
+    if scale is not None and isinstance(value, Decimal | int | float):
+        return Decimal(str(value)).quantize(Decimal(1).scaleb(-scale))
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC)
+    return value
+
+
 CLAIM_HORIZON = dt.timedelta(hours=24)
 """Recommendations older than this are not looked at: a run scans a day of rows, not the whole
 table. One this account never saw (it was not running) stays without a decision for it."""
@@ -481,9 +519,12 @@ class AccountRepository:
             self.conn, active_positions, {**values, "account_name": self.account_name}, ("execution_id",)
         )
 
+    OPEN_POSITIONS_READ = (active_positions, _Marks)
+    """What :meth:`open_positions` depends on: every write to positions, marks included."""
+
     def open_positions(self) -> list[Any]:
         p = active_positions
-        return list(self._cached(("open_positions",), (p, _Marks), lambda: tuple(self.conn.execute(
+        return list(self._cached(("open_positions",), self.OPEN_POSITIONS_READ, lambda: tuple(self.conn.execute(
             self.scope.select(p).where(p.c.status.in_(OPEN_POSITION_STATUSES)).order_by(p.c.id)).all())))
 
     def closing_positions(self) -> list[Any]:
@@ -497,10 +538,31 @@ class AccountRepository:
         return self.conn.execute(self.scope.select(p).where(p.c.id.in_(ids)).order_by(p.c.id)).all()
 
     def update_position(self, position_id: int, **values: Any) -> None:
-        """Change one position; a mark (only :data:`MARK_COLUMNS`) leaves cached reads that do not
-        return marks (exposure, realized P&L, closing positions) standing."""
-        marks_only = set(values) <= MARK_COLUMNS
-        self._update(active_positions, "id", position_id, values, announced_as=MARKS if marks_only else None)
+        """Change one position. A mark (only :data:`MARK_COLUMNS`) leaves remembered reads that do
+        not return marks (exposure, realized P&L, closing positions) standing, and inside a unit of
+        work is applied to the remembered open positions rather than making them be read again;
+        with write-behind it is written with the next flush (:class:`~ops_pipeline.adapters.db.database.WriteBehind`)."""
+        if not set(values) <= MARK_COLUMNS:
+            self._update(active_positions, "id", position_id, values)
+            return
+        cache = cache_of(self.conn)
+        if cache is None:
+            self._update(active_positions, "id", position_id, values, announced_as=MARKS)
+            return
+        _columns(active_positions, values)
+        buffer = self._write_behind()
+        if buffer is not None:
+            buffer.mark(self.account_name, position_id, values)
+        else:
+            with cache.silenced():
+                self._update(active_positions, "id", position_id, values)
+        marks = {name: _as_read(active_positions.c[name], value) for name, value in values.items()}
+
+        def patch(rows: tuple[Any, ...]) -> tuple[Any, ...]:
+            return tuple(MarkedRow(r, marks) if r.id == position_id else r for r in rows)
+
+        deps = tuple((self.account_name, t.name) for t in self.OPEN_POSITIONS_READ)
+        cache.wrote_and_patch((self.account_name, "open_positions"), deps, (self.account_name, MARKS), patch)
 
     def record_outcome(self, values: dict[str, Any]) -> None:
         insert_ignore(self.conn, ai_option_trades, {**values, "account_name": self.account_name}, ("position_id",))
