@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from decimal import Decimal
 
 import pytest
-from sqlalchemy import select, text, type_coerce
+from sqlalchemy import event, select, text, type_coerce
 from sqlalchemy.types import NullType
 
 from ops_pipeline.adapters.db.database import Database, sqlite_url
 from ops_pipeline.adapters.db.repositories import AccountRepository
-from ops_pipeline.adapters.db.tables import dispatch_decisions, dispatch_executions, metadata
+from ops_pipeline.adapters.db.tables import active_positions, dispatch_decisions, dispatch_executions, metadata
 from ops_pipeline.errors import DatabaseError, RunInProgress
 from ops_pipeline.reports.invariants import check_account
 from tests.conftest import new_pg_database
@@ -172,3 +173,49 @@ def test_one_unit_of_work_per_thread(sqlite_db):
         with pytest.raises(DatabaseError, match="already open"):
             with sqlite_db.unit_of_work():
                 pass
+
+
+def _position(repo: AccountRepository, symbol: str, now: dt.datetime) -> int:
+    repo.create_position({
+        "execution_id": None, "ticker": "SPY", "option_symbol": symbol, "strategy_type": "swing_trade", "contracts": 1,
+        "entry_price": Decimal("2.00"), "notional_value": Decimal("200.00"), "stop_price": Decimal("1.50"),
+        "target_price": Decimal("3.00"), "expiration_date": dt.date(2026, 3, 20), "status": "open", "opened_at": now})
+    return max(p.id for p in repo.open_positions())
+
+
+@pytest.mark.parametrize("write_behind", [False, True], ids=["cached", "cached+write-behind"])
+def test_a_mark_is_applied_to_the_remembered_positions_and_stored_before_anything_reads_the_database(
+        any_db, write_behind):
+    """A mark neither makes the open positions be read again nor is ever missed: the remembered read
+    shows it at once (as the database will give it back), and with write-behind it is in the
+    database before any statement that reads it, and at the commit."""
+    now = dt.datetime(2026, 3, 16, 16, 0, tzinfo=dt.UTC)
+    statements: list[str] = []
+    event.listen(any_db.engine, "before_cursor_execute", lambda _c, _k, sql, *_a: statements.append(sql))
+    with any_db.unit_of_work(write_behind=write_behind) as uow:
+        with any_db.transaction() as conn:
+            repo = AccountRepository(conn, "large-100k")
+            first, second = _position(repo, "SPY260320C00600000", now), _position(repo, "SPY260320P00580000", now)
+            assert [p.current_price for p in repo.open_positions()] == [None, None]
+            statements.clear()
+            repo.update_position(first, current_price=Decimal("2.345"), unrealized_pnl=Decimal("34.5"),
+                                 marked_at=now.astimezone(dt.timezone(dt.timedelta(hours=-4))))
+            rows = repo.open_positions()
+            # the remembered read was patched, not read again (and nothing reached the database with write-behind)
+            assert not any(s.lstrip().upper().startswith("SELECT") for s in statements)
+            assert bool(statements) is not write_behind
+            assert (rows[0].current_price, rows[0].unrealized_pnl, rows[0].marked_at) == (
+                Decimal("2.3450"), Decimal("34.50"), now)
+            assert rows[1].current_price is None and rows[1].id == second
+            assert rows[0]._mapping["current_price"] == Decimal("2.3450")
+            # any read that reaches the database sees the mark: it was written first
+            stored = conn.execute(select(active_positions.c.current_price).where(active_positions.c.id == first)).scalar()
+            assert stored == Decimal("2.3450")
+            repo.update_position(second, current_price=Decimal("1.10"), unrealized_pnl=Decimal("-90"), marked_at=now)
+        uow.commit()  # the commit writes what waits
+        if write_behind:
+            assert uow.write_behind is not None and not uow.write_behind.marks
+    with any_db.read() as conn:
+        fresh_rows = AccountRepository(conn, "large-100k").open_positions()
+    assert [(r.current_price, r.unrealized_pnl, r.marked_at) for r in fresh_rows] == [
+        (rows[0].current_price, rows[0].unrealized_pnl, rows[0].marked_at), (Decimal("1.1000"), Decimal("-90.00"), now)]
