@@ -23,7 +23,17 @@ from __future__ import annotations
 
 import typer
 
-from ops_pipeline.cli import admin, config, dashboard, data, exchange, operations, recommendations, start, sweep
+from ops_pipeline.cli import (
+    admin,
+    config,
+    dashboard,
+    data,
+    exchange,
+    operations,
+    recommendations,
+    start,
+    sweep,
+)
 from ops_pipeline.cli import deploy as deploy_cli
 from ops_pipeline.cli import replay as replay_cli
 from ops_pipeline.cli import report as report_cli

@@ -8,11 +8,13 @@ touched; AWS credentials and endpoint come from the usual boto3 settings.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ops_pipeline.cli.common import ConfigDir, console, fail, table
 from ops_pipeline.deploy import load_deployer
@@ -25,6 +27,16 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
 DeployFile = Annotated[Path, typer.Option("--file", "-f", envvar="OPS_PIPELINE_DEPLOY_FILE",
                                           help="The deploy file (see deploy/deploy.example.toml).")]
 DEFAULT_DEPLOY_FILE = Path("deploy.toml")
+
+
+@contextmanager
+def aws_errors() -> Iterator[None]:
+    """AWS's refusals and unreachable endpoints as one line (exit 1): no credentials, access
+    denied, a throttled or failed call."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise fail(f"AWS: {type(exc).__name__}: {exc}", 1) from None
 
 
 def deployer(deploy_file: Path, config_dir: Path | None) -> Deployer:
@@ -58,15 +70,14 @@ def plan(deploy_file: DeployFile = DEFAULT_DEPLOY_FILE, config_dir: ConfigDir = 
          all_resources: Annotated[bool, typer.Option("--all", help="Also list unchanged resources.")] = False) -> None:
     """What `apply` would change, resource by resource (reads AWS, writes nothing)."""
     d = deployer(deploy_file, config_dir)
-    try:
+    with aws_errors():
         p = d.plan()
-    except Exception as exc:  # noqa: BLE001 - botocore's errors: one line
-        raise fail(f"cannot read AWS: {type(exc).__name__}: {exc}", 1) from None
+        missing_cluster = bool(p.pending) and not d.cluster_exists()
     shown = p.changes if all_resources else p.pending
     if shown:
         _print_changes(shown, f"plan ({deploy_file})")
     console.print(_summary(p, done=False), markup=False)
-    if p.pending and not d.cluster_exists():
+    if missing_cluster:
         console.print(f"warning: cluster {d.settings.cluster} not found in {d.settings.region}; apply refuses until the "
                       "foundation stack (deploy/foundation.yaml) has created it", style="yellow", markup=False, soft_wrap=True)
 
@@ -77,7 +88,8 @@ def apply(deploy_file: DeployFile = DEFAULT_DEPLOY_FILE, config_dir: ConfigDir =
     Schedules keep their ENABLED/DISABLED state; secrets are created as placeholders, never overwritten."""
     d = deployer(deploy_file, config_dir)
     try:
-        p = d.apply()
+        with aws_errors():
+            p = d.apply()
     except DeployError as exc:
         raise fail(str(exc), 1) from None
     if p.pending:
@@ -95,7 +107,9 @@ def status(deploy_file: DeployFile = DEFAULT_DEPLOY_FILE, config_dir: ConfigDir 
     d = deployer(deploy_file, config_dir)
     t = table(f"accounts on AWS ({d.settings.region}, cluster {d.settings.cluster})", "account", "schedule", "state",
               "expression", ("revision", True), ("newest", True), "image", "last task", "last log (UTC)")
-    for row in d.status():
+    with aws_errors():
+        rows = d.status()
+    for row in rows:
         t.add_row(row.account, row.schedule, row.state or "not deployed", row.expression or "-",
                   str(row.revision or "-"), str(row.latest_revision or "-"), row.image or "-", row.last_task or "-",
                   f"{row.last_log_at:%Y-%m-%d %H:%M:%S}" if row.last_log_at else "-")
@@ -119,7 +133,8 @@ def rollback(
         before, after = d.rollback(account, to)
         return f"{account}: schedule now starts revision {after} (was {before})"
 
-    for_each_account(d, None if all_accounts else [name], one)
+    with aws_errors():
+        for_each_account(d, None if all_accounts else [name], one)
 
 
 def for_each_account(d: Deployer, names: list[str] | None, action: Callable[[str], str]) -> None:
@@ -159,7 +174,8 @@ def destroy(
                              f"{d.settings.region}; type the cluster name ({d.settings.cluster}) to go on")
         if typed.strip() != d.settings.cluster:
             raise fail("not confirmed; nothing deleted", 1)
-    done = d.destroy(delete_secrets=delete_secrets)
+    with aws_errors():
+        done = d.destroy(delete_secrets=delete_secrets)
     if done:
         _print_changes(done, f"destroyed at {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
     console.print(f"{len(done)} resource(s) deleted", markup=False)

@@ -32,6 +32,7 @@ from ops_pipeline.cli.common import (
 from ops_pipeline.cli.deploy import (
     DEFAULT_DEPLOY_FILE,
     DeployFile,
+    aws_errors,
     deployer,
     for_each_account,
 )
@@ -93,7 +94,8 @@ def _schedules(names: list[str] | None, enabled: bool, deploy_file: Path, config
         before, after = d.set_state(account, enabled)
         return f"{account}: schedule " + ("already " + after if before == after else f"{before} → {after}")
 
-    for_each_account(d, names, one)
+    with aws_errors():
+        for_each_account(d, names, one)
 
 
 def _one(command: StateCommand) -> Any:
@@ -392,7 +394,8 @@ def _aws_logs(name: str, start: dt.datetime | None, grep: str | None, follow: bo
     try:
         while True:
             try:
-                events = d.log_events(name, since, grep, next_start=newest)
+                with aws_errors():
+                    events = d.log_events(name, since, grep, next_start=newest)
             except DeployError as exc:
                 raise fail(str(exc), EXIT_REFUSED) from None
             for event in events:

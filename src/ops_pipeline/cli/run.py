@@ -37,7 +37,12 @@ from ops_pipeline.cli.common import (
     open_database,
     setup_logging,
 )
-from ops_pipeline.config.loader import ConfigSource, boto3_client, load_accounts, parse_tier
+from ops_pipeline.config.loader import (
+    ConfigSource,
+    boto3_client,
+    load_accounts,
+    parse_tier,
+)
 from ops_pipeline.config.models import AccountSpec
 from ops_pipeline.errors import BrokerError, ConfigError, MarketDataError
 from ops_pipeline.services.cloudwatch import CloudWatchMetrics, metric_data
