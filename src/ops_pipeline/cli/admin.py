@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ops_pipeline.cli.common import (
-    ConfigDir,
-    DatabaseUrl,
-    console,
-    default_database,
-    fail,
-    open_database,
-    table,
-)
+from ops_pipeline.cli.common import ConfigDir, DatabaseUrl, console, default_database, fail, open_database, table
 from ops_pipeline.config.loader import ConfigSource, load_all
 from ops_pipeline.errors import ConfigError
 

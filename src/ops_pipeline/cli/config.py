@@ -33,11 +33,7 @@ from ops_pipeline.config.loader import (
 )
 from ops_pipeline.config.models import AccountSpec, RiskConfig, merge_risk_config
 from ops_pipeline.config.secrets import AwsSecretStore
-from ops_pipeline.config.stores import (
-    AwsParameterStore,
-    LocalParameterStore,
-    StoredParameter,
-)
+from ops_pipeline.config.stores import AwsParameterStore, LocalParameterStore, StoredParameter
 from ops_pipeline.config.watcher import risk_diff
 from ops_pipeline.domain.values import Tier
 from ops_pipeline.errors import ConfigError

@@ -7,14 +7,7 @@ from typing import Annotated
 import typer
 
 from ops_pipeline.adapters.brokers.paper_exchange.server import serve_in_thread
-from ops_pipeline.cli.common import (
-    ConfigDir,
-    DatabaseUrl,
-    console,
-    fail,
-    open_database,
-    work_dir,
-)
+from ops_pipeline.cli.common import ConfigDir, DatabaseUrl, console, fail, open_database, work_dir
 from ops_pipeline.cli.start import selected_configs
 from ops_pipeline.config.loader import ConfigSource
 

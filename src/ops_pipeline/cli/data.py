@@ -14,13 +14,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar, to_exchange
 from ops_pipeline.cli.common import console, default_data_dir, fail, table

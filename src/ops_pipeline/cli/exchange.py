@@ -11,13 +11,7 @@ import typer
 from ops_pipeline.adapters.brokers.paper_exchange.server import serve_in_thread
 from ops_pipeline.adapters.market_data.calendar import from_exchange
 from ops_pipeline.bootstrap import ExchangeAccount, build_paper_exchange
-from ops_pipeline.cli.common import (
-    console,
-    default_data_dir,
-    fail,
-    setup_logging,
-    work_dir,
-)
+from ops_pipeline.cli.common import console, default_data_dir, fail, setup_logging, work_dir
 from ops_pipeline.config.secrets import mask
 from ops_pipeline.errors import ConfigError, DatabaseError, DataError
 

@@ -8,13 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ops_pipeline.cli.common import (
-    DatabaseUrl,
-    console,
-    default_database,
-    fail,
-    open_database,
-)
+from ops_pipeline.cli.common import DatabaseUrl, console, default_database, fail, open_database
 from ops_pipeline.errors import DataError
 from ops_pipeline.services.imports import REQUIRED, import_recommendations
 

@@ -16,14 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from sqlalchemy import inspect, text
 
 from ops_pipeline.adapters.db.database import Database, replace_sqlite_file, sqlite_url
@@ -39,14 +32,7 @@ from ops_pipeline.cli.common import (
     work_dir,
 )
 from ops_pipeline.errors import ConfigError, DatabaseError, DataError, RunInProgress
-from ops_pipeline.replay import (
-    DEFAULT_END,
-    DEFAULT_START,
-    DEFAULT_TICKERS,
-    ReplaySettings,
-    load_inputs,
-    run_replay,
-)
+from ops_pipeline.replay import DEFAULT_END, DEFAULT_START, DEFAULT_TICKERS, ReplaySettings, load_inputs, run_replay
 from ops_pipeline.reports.render import render, write_files
 from ops_pipeline.reports.summary import build_report
 

@@ -15,23 +15,15 @@ import csv
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
 from ops_pipeline.adapters.db.database import Database
-from ops_pipeline.cli.common import (
-    ConfigDir,
-    DatabaseUrl,
-    console,
-    fail,
-    open_database,
-    table,
-    work_dir,
-)
+from ops_pipeline.cli.common import ConfigDir, DatabaseUrl, console, fail, open_database, table, work_dir
 from ops_pipeline.cli.start import selected_configs
 from ops_pipeline.config.loader import ConfigSource
 from ops_pipeline.errors import DatabaseError

@@ -28,25 +28,14 @@ from ops_pipeline.cli.common import (
     setup_logging,
     work_dir,
 )
-from ops_pipeline.config.loader import (
-    ConfigSource,
-    account_spec,
-    load_accounts,
-    load_all,
-    load_signal_settings,
-)
+from ops_pipeline.config.loader import ConfigSource, account_spec, load_accounts, load_all, load_signal_settings
 from ops_pipeline.config.models import Schedule
 from ops_pipeline.errors import BrokerError, ConfigError, MarketDataError
 from ops_pipeline.services.live_signals import LiveSignalEngine
 from ops_pipeline.services.operations import account_statuses
 from ops_pipeline.services.runner import AccountRunner
 from ops_pipeline.services.schedule import MarketTimer
-from ops_pipeline.services.supervisor import (
-    SIGNALS,
-    Job,
-    Supervisor,
-    SupervisorSettings,
-)
+from ops_pipeline.services.supervisor import SIGNALS, Job, Supervisor, SupervisorSettings
 from ops_pipeline.services.worker import EXIT_CANNOT_START, Protocol, serve
 from ops_pipeline.web.metrics import create_metrics_app
 
