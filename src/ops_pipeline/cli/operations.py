@@ -29,13 +29,7 @@ from ops_pipeline.cli.common import (
     setup_logging,
     table,
 )
-from ops_pipeline.cli.deploy import (
-    DEFAULT_DEPLOY_FILE,
-    DeployFile,
-    aws_errors,
-    deployer,
-    for_each_account,
-)
+from ops_pipeline.cli.deploy import DEFAULT_DEPLOY_FILE, DeployFile, aws_errors, deployer, for_each_account
 from ops_pipeline.cli.start import selected_configs
 from ops_pipeline.clock import SystemClock
 from ops_pipeline.config.loader import ConfigSource, account_spec
@@ -51,6 +45,7 @@ from ops_pipeline.services.runner import AccountRunner
 EXIT_REFUSED = 1
 EXIT_STALE = 1
 FLATTEN_LOCK_WAIT_SECS = 30.0
+
 
 class TargetChoice(str, Enum):
     local = "local"

@@ -10,7 +10,6 @@ makes a run started while the market is closed (the cron's 9:00–9:30, holidays
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import sys
@@ -22,7 +21,6 @@ from typing import Annotated
 import typer
 
 from ops_pipeline import logs
-from ops_pipeline.adapters.db.database import Database
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar
 from ops_pipeline.bootstrap import AccountRuntime, build_live_account
 from ops_pipeline.cli.common import (
@@ -45,8 +43,7 @@ from ops_pipeline.config.loader import (
 )
 from ops_pipeline.config.models import AccountSpec
 from ops_pipeline.errors import BrokerError, ConfigError, MarketDataError
-from ops_pipeline.services.cloudwatch import CloudWatchMetrics, metric_data
-from ops_pipeline.services.operations import AccountStatus, account_statuses
+from ops_pipeline.services.cloudwatch import CloudWatchMetrics, RunMetrics
 from ops_pipeline.services.runner import AccountRunner, AccountRunResult
 from ops_pipeline.services.schedule import MarketTimer, wait_for_next_run
 
@@ -114,20 +111,20 @@ def run_account(
     timer, calendar = MarketTimer(runtime.dispatcher.clock), TradingCalendar()
     if once and market_hours_only:
         _exit_if_closed(runtime, calendar)
-    publisher = CloudWatchMetrics(boto3_client("cloudwatch")) if metrics is MetricsSink.cloudwatch else None
+    published = (RunMetrics(db, CloudWatchMetrics(boto3_client("cloudwatch")), calendar)
+                 if metrics is MetricsSink.cloudwatch else None)
     calibrated = once
     while True:
-        before = _status(db, runner.runtime, calendar) if publisher else None
+        if published is not None:
+            published.before(runner.runtime.config)
         try:
             result = runner.run_once()
         except Exception as exc:  # noqa: BLE001 - a bug or a database failure: recorded, the loop goes on
             log.exception("[%s] run failed unexpectedly", spec.name)
             result = AccountRunResult(spec.name, "error", error=f"{type(exc).__name__}: {exc}")
         _print(result)
-        if publisher is not None and result.status not in ("busy", "disabled"):
-            after = _status(db, runner.runtime, calendar, result.at)
-            if after is not None:
-                publisher.publish(metric_data(before, after, dt.datetime.now(dt.UTC)))
+        if published is not None and result.status not in ("busy", "disabled"):
+            published.after(runner.runtime.config, result.at)
         if once:
             raise typer.Exit(0 if result.status in ("ok", "disabled") else EXIT_BUSY if result.status == "busy" else EXIT_ERROR)
         try:
@@ -196,16 +193,6 @@ def _exit_if_closed(runtime: AccountRuntime, calendar: TradingCalendar) -> None:
         console.print(f"{now:%Y-%m-%d %H:%M:%S} UTC {runtime.config.name}: market closed; nothing to do", markup=False)
         log.info("[%s] market closed at %s; nothing to do", runtime.config.name, now.isoformat())
         raise typer.Exit(0)
-
-
-def _status(db: Database, runtime: AccountRuntime, calendar: TradingCalendar,
-            at: dt.datetime | None = None) -> AccountStatus | None:
-    """The account's status now (for its metrics); ``None`` when the database cannot be read."""
-    try:
-        return account_statuses(db, [runtime.config], at or dt.datetime.now(dt.UTC), calendar)[0]
-    except Exception as exc:  # noqa: BLE001 - metrics never fail a run
-        log.error("[%s] status for metrics unavailable (%s: %s)", runtime.config.name, type(exc).__name__, exc)
-        return None
 
 
 def _print(result: AccountRunResult) -> None:

@@ -21,7 +21,10 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from ops_pipeline.services.operations import AccountStatus
+from ops_pipeline.adapters.db.database import Database
+from ops_pipeline.adapters.market_data.calendar import TradingCalendar
+from ops_pipeline.config.models import AccountConfig
+from ops_pipeline.services.operations import AccountStatus, account_statuses
 
 NAMESPACE = "OpsPipeline"
 MAX_PER_CALL = 1000
@@ -95,3 +98,32 @@ class CloudWatchMetrics:
                 log.error("CloudWatch metrics not published (%s: %s)", type(exc).__name__, exc)
                 ok = False
         return ok
+
+
+class RunMetrics:
+    """One account's metrics around each of its runs: :meth:`before` reads the account's status,
+    :meth:`after` reads it again and publishes :func:`metric_data` of the two. A status that cannot
+    be read is logged; the run is never failed by its metrics."""
+
+    def __init__(self, db: Database, sink: CloudWatchMetrics, calendar: TradingCalendar) -> None:
+        self.db = db
+        self.sink = sink
+        self.calendar = calendar
+        self._before: AccountStatus | None = None
+
+    def _status(self, config: AccountConfig, at: dt.datetime) -> AccountStatus | None:
+        try:
+            return account_statuses(self.db, [config], at, self.calendar)[0]
+        except Exception as exc:  # noqa: BLE001 - a database failure: the run's own record says it
+            log.error("[%s] status for metrics unavailable (%s: %s)", config.name, type(exc).__name__, exc)
+            return None
+
+    def before(self, config: AccountConfig) -> None:
+        self._before = self._status(config, dt.datetime.now(dt.UTC))
+
+    def after(self, config: AccountConfig, at: dt.datetime | None) -> bool:
+        """Publish the run's metrics (``at``: the run's market time, for health); True when sent."""
+        status = self._status(config, at or dt.datetime.now(dt.UTC))
+        if status is None:
+            return False
+        return self.sink.publish(metric_data(self._before, status, dt.datetime.now(dt.UTC)))
