@@ -117,11 +117,11 @@ def file_handler(path: Path, level: int = logging.INFO, log_format: str = "text"
 
 def stream_handler(stream: TextIO, level: int = logging.INFO, log_format: str = "text") -> logging.Handler:
     """Log lines to ``stream`` (an ECS task's stdout, which the ``awslogs`` driver sends to the
-    account's CloudWatch log group), in the same one-line (or JSON) format as the files."""
+    account's CloudWatch log group), in the same one-line (or JSON) format as the files; pass it
+    to :func:`configure`, which adds the run context."""
     handler = logging.StreamHandler(stream)
     handler.setLevel(level)
     handler.setFormatter(formatter(log_format))
-    handler.addFilter(RunContextFilter())
     return handler
 
 

@@ -54,7 +54,7 @@ class Plan:
 
 
 @dataclass(frozen=True)
-class AccountStatus:
+class DeployedAccount:
     """One account on AWS as ``deploy status`` shows it."""
 
     account: str
@@ -295,7 +295,9 @@ class Deployer:
                 self.c["scheduler"].update_schedule(**wanted, State=current.get("State", "ENABLED"))
 
     # --- status, rollback, states ------------------------------------------------------------
-    def status(self) -> list[AccountStatus]:
+    def status(self) -> list[DeployedAccount]:
+        """Each account's schedule (state, expression), the revision it starts and that revision's
+        image, the newest revision, the last task and the last log event (reads only)."""
         rows = []
         for spec in self.specs:
             name = r.schedule_name(spec.tier)
@@ -309,7 +311,7 @@ class Deployer:
                 except self.c["ecs"].exceptions.ClientException:
                     image = "(revision gone)"
             latest = self._latest_task_definition(r.task_family(spec.tier))
-            rows.append(AccountStatus(
+            rows.append(DeployedAccount(
                 account=spec.name, tier=spec.tier.value, schedule=name, state=(current or {}).get("State"),
                 expression=(current or {}).get("ScheduleExpression"), revision=_revision(arn) if arn else None,
                 latest_revision=latest["revision"] if latest else None, image=image,

@@ -32,7 +32,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from alembic import command
@@ -116,9 +116,10 @@ class WriteBehind:
     it (:meth:`~ops_pipeline.adapters.db.cache.ReadCache.wrote_and_patch`), and every other read
     goes to the database after the flush.
 
-    What flushes: a commit; SQL text; an INSERT, UPDATE or DELETE of any of the tables; a SELECT
-    while marks wait (the runs and snapshots: the repository methods that read them, since every
-    account-scoped read is a repository method, see :mod:`~ops_pipeline.adapters.db.scope`).
+    What flushes: a commit; SQL text; an INSERT, UPDATE or DELETE of any of the three tables; for
+    runs and snapshots, the repository methods that read them (every account-scoped read is a
+    repository method, see :mod:`~ops_pipeline.adapters.db.scope`); for marks, any SELECT that
+    reaches the database.
     """
 
     BUFFERED = (dispatch_runs, account_equity_snapshots)
@@ -189,17 +190,11 @@ class WriteBehind:
             groups.setdefault((account, columns), []).append(
                 {"_id": position_id, **{f"_v_{c}": values[c] for c in columns}})
         cache = cache_of(conn)
-        with cache.silenced() if cache is not None else _no_context():
+        with cache.silenced() if cache is not None else nullcontext():
             for (account, columns), rows in groups.items():
                 stmt = (AccountScope(account).update(active_positions).where(active_positions.c.id == bindparam("_id"))
                         .values({c: bindparam(f"_v_{c}") for c in columns}))
                 conn.execute(stmt, rows)
-
-
-@contextmanager
-def _no_context() -> Iterator[None]:
-    yield
-
 
 
 class _FlushingConnection:
