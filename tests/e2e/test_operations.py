@@ -24,8 +24,10 @@ from alpaca.trading.enums import QueryOrderStatus
 from alpaca.trading.requests import GetOrdersRequest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from ops_pipeline.adapters.db.database import Database, sqlite_url
+from ops_pipeline.cli import app
 from ops_pipeline.adapters.db.repositories import FILLED, LIVE_EXECUTION_STATUSES
 from ops_pipeline.adapters.db.tables import (
     account_state_changes,
@@ -87,13 +89,27 @@ def market_now(exchange: Exchange) -> dt.datetime:
 def wait_market(exchange: Exchange, hhmm: str, start: Start | None = None) -> dt.datetime:
     """Wait (polling the exchange's clock, not sleeping a fixed time) until market time ``hhmm`` ET."""
     h, m = map(int, hhmm.split(":"))
-    target = dt.datetime(2026, 3, 17, h, m, tzinfo=EXCHANGE_TZ)
+    return wait_until(exchange, dt.datetime(2026, 3, 17, h, m, tzinfo=EXCHANGE_TZ), start)
+
+
+def next_minute(now: dt.datetime, *, every: int, offset: int, ahead_secs: float) -> dt.datetime:
+    """The first whole minute, at least ``ahead_secs`` after ``now``, on which a schedule of
+    ``every`` minutes at ``offset`` runs (exchange time)."""
+    minute = (now + dt.timedelta(seconds=ahead_secs)).astimezone(EXCHANGE_TZ).replace(second=0, microsecond=0)
+    minute += dt.timedelta(minutes=1)
+    while (minute.hour * 60 + minute.minute) % every != offset:
+        minute += dt.timedelta(minutes=1)
+    return minute
+
+
+def wait_until(exchange: Exchange, target: dt.datetime, start: Start | None = None) -> dt.datetime:
+    """Wait (polling the exchange's clock) until market time ``target``; returns the time seen."""
     deadline = time.monotonic() + 300
     while (now := market_now(exchange)) < target:
         assert time.monotonic() < deadline, f"market time stuck at {now}"
         if start is not None:
             assert start.process.poll() is None, "".join(start.lines)
-        time.sleep(0.1)
+        time.sleep(0.05)
     return now
 
 
@@ -229,10 +245,18 @@ def test_a_morning_of_four_accounts_operated_live(data_dir: Path, tmp_path: Path
         # Resume small: it trades the next recommendation.
         resumed = cli(env, db, "accounts", "resume", "small-5k", "--by", "trader")
         assert resumed.returncode == 0, resumed.stdout
-        resumed_at = market_now(exchange)
-        assert cli(env, db, "recommendations", "import",
-                   str(recommendation_file(tmp_path / "more.json", resumed_at))).returncode == 0
-        wait_market(exchange, "12:24", start)  # small runs at 12:21
+        # The next row goes in 50 market seconds before small's next minute, so small's run finds it
+        # fresh. In this process: a new interpreter can take more than a market minute at speed 60 on a
+        # loaded machine, and small's run would come and go before the row was written.
+        resumed_at = wait_until(exchange, next_minute(market_now(exchange), every=5, offset=1, ahead_secs=55)
+                                - dt.timedelta(seconds=50), start)
+        imported = CliRunner().invoke(app, ["recommendations", "import", str(recommendation_file(
+            tmp_path / "more.json", resumed_at)), "--database-url", db.url])
+        assert imported.exit_code == 0, imported.output
+        deadline = time.monotonic() + 60
+        while "executed" not in decisions_after(db, "small-5k", resumed_at):
+            assert time.monotonic() < deadline, decisions_after(db, "small-5k", resumed_at)
+            time.sleep(0.1)
         metrics_equal_database(url, db)
 
         # Emergency stop of everything, selling every position at the bid.
