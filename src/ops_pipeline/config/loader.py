@@ -105,17 +105,21 @@ class StoreSettings(BaseSettings):
     )
 
 
-def boto3_client(service: str) -> Any:
-    """A boto3 client (``AWS_ENDPOINT_URL``, ``AWS_REGION``… apply).
-
-    botocore logs whole response bodies at DEBUG — ``GetSecretValue`` included — so its loggers
-    are kept at INFO or above whatever the root level: secrets never reach a log.
-    """
-    import boto3  # imported here: only the AWS backends need it
-
+def quiet_aws_loggers() -> None:
+    """Keep botocore's, boto3's and urllib3's loggers at INFO or above whatever the root level:
+    botocore logs whole response bodies at DEBUG — ``GetSecretValue`` included — and secrets never
+    reach a log."""
     for name in ("botocore", "boto3", "urllib3"):
         logger = logging.getLogger(name)
         logger.setLevel(max(logger.getEffectiveLevel(), logging.INFO))
+
+
+def boto3_client(service: str) -> Any:
+    """A boto3 client (``AWS_ENDPOINT_URL``, ``AWS_REGION``… apply), its loggers quiet
+    (:func:`quiet_aws_loggers`)."""
+    import boto3  # imported here: only the AWS backends need it
+
+    quiet_aws_loggers()
     return boto3.client(service)
 
 

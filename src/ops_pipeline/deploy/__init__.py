@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ops_pipeline.config.loader import ConfigSource, load_accounts, parse_parameter
-from ops_pipeline.config.models import merge_risk_config
+from ops_pipeline.config.models import AccountSpec, merge_risk_config
 from ops_pipeline.deploy import resources
 from ops_pipeline.deploy.aws import Deployer, clients
 from ops_pipeline.deploy.settings import load_deploy_file
@@ -30,7 +30,6 @@ def load_deployer(deploy_file: Path, config_dir: Path | None = None) -> Deployer
     source = ConfigSource.from_dir(config_dir)
     specs = load_accounts(source.accounts_file)
     settings = load_deploy_file(deploy_file, [s.name for s in specs])
-    resources.check_one_account_per_tier(specs)
     problems: list[str] = []
     parameters: dict[str, str | None] = {}
     for spec in specs:
@@ -49,7 +48,7 @@ def load_deployer(deploy_file: Path, config_dir: Path | None = None) -> Deployer
                     source.accounts_file.read_text(encoding="utf-8"))
 
 
-def _schedule_problems(spec) -> list[str]:  # noqa: ANN001 - AccountSpec
+def _schedule_problems(spec: AccountSpec) -> list[str]:
     try:
         resources.schedule_expression(spec.schedule)
     except ConfigError as exc:

@@ -473,8 +473,8 @@ def clients(region: str) -> dict[str, Any]:
     botocore's loggers stay at INFO or above (they would log request bodies)."""
     import boto3
 
-    from ops_pipeline.config.loader import boto3_client
+    from ops_pipeline.config.loader import quiet_aws_loggers
 
-    boto3_client("sts")  # quiets botocore's loggers once
+    quiet_aws_loggers()
     return {name: boto3.client(name, region_name=region)
             for name in ("ssm", "secretsmanager", "logs", "ecs", "scheduler", "cloudwatch")}

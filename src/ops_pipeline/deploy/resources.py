@@ -143,7 +143,8 @@ def task_definition(settings: DeploySettings, spec: AccountSpec) -> dict[str, An
 
 
 def schedule_target(settings: DeploySettings, task_definition_arn: str) -> dict[str, Any]:
-    """The schedule's target: ECS ``RunTask`` of one task on Fargate in the deploy file's network."""
+    """The schedule's target: ECS ``RunTask`` of one task on Fargate in the deploy file's network.
+    No retries: a run a minute late is the next minute's run, and the next tick comes anyway."""
     return {
         "Arn": settings.cluster_arn,
         "RoleArn": settings.scheduler_role_arn,
@@ -157,7 +158,6 @@ def schedule_target(settings: DeploySettings, task_definition_arn: str) -> dict[
         },
         "RetryPolicy": {"MaximumEventAgeInSeconds": 60, "MaximumRetryAttempts": 0},
     }
-    # No retries: a run a minute late is the next minute's run; the next schedule tick comes anyway.
 
 
 def schedule(settings: DeploySettings, spec: AccountSpec, task_definition_arn: str) -> dict[str, Any]:
