@@ -24,16 +24,24 @@ def _d1_d2(spot: NDArray, strike: NDArray, years: NDArray, rate: float, sigma: N
     return d1, d1 - vol_t
 
 
-def bs_price(spot: ArrayLike, strike: ArrayLike, years: ArrayLike, sigma: ArrayLike, is_call: ArrayLike,
-             rate: float = RISK_FREE_RATE) -> NDArray:
-    """Option price per share, dollars."""
-    s, k, t, v = (np.asarray(x, dtype=float) for x in (spot, strike, years, sigma))
-    call = np.asarray(is_call, dtype=bool)
-    d1, d2 = _d1_d2(s, k, t, rate, v)
+def _price(s: NDArray, k: NDArray, t: NDArray, call: NDArray, d1: NDArray, d2: NDArray, rate: float) -> NDArray:
     disc = k * np.exp(-rate * np.maximum(t, MIN_YEARS))
     call_px = s * ndtr(d1) - disc * ndtr(d2)
     put_px = disc * ndtr(-d2) - s * ndtr(-d1)
     return np.where(call, call_px, put_px)
+
+
+def _delta(call: NDArray, d1: NDArray) -> NDArray:
+    n = ndtr(d1)
+    return np.where(call, n, n - 1.0)
+
+
+def bs_price(spot: ArrayLike, strike: ArrayLike, years: ArrayLike, sigma: ArrayLike, is_call: ArrayLike,
+             rate: float = RISK_FREE_RATE) -> NDArray:
+    """Option price per share, dollars."""
+    s, k, t, v = (np.asarray(x, dtype=float) for x in (spot, strike, years, sigma))
+    d1, d2 = _d1_d2(s, k, t, rate, v)
+    return _price(s, k, t, np.asarray(is_call, dtype=bool), d1, d2, rate)
 
 
 def bs_delta(spot: ArrayLike, strike: ArrayLike, years: ArrayLike, sigma: ArrayLike, is_call: ArrayLike,
@@ -41,8 +49,17 @@ def bs_delta(spot: ArrayLike, strike: ArrayLike, years: ArrayLike, sigma: ArrayL
     """Delta: 0..1 for calls, -1..0 for puts."""
     s, k, t, v = (np.asarray(x, dtype=float) for x in (spot, strike, years, sigma))
     d1, _ = _d1_d2(s, k, t, rate, v)
-    n = ndtr(d1)
-    return np.where(np.asarray(is_call, dtype=bool), n, n - 1.0)
+    return _delta(np.asarray(is_call, dtype=bool), d1)
+
+
+def bs_price_delta(spot: ArrayLike, strike: ArrayLike, years: ArrayLike, sigma: ArrayLike, is_call: ArrayLike,
+                   rate: float = RISK_FREE_RATE) -> tuple[NDArray, NDArray]:
+    """:func:`bs_price` and :func:`bs_delta` of the same contracts, d1 and d2 computed once (the
+    values are those of the two calls, bit for bit)."""
+    s, k, t, v = (np.asarray(x, dtype=float) for x in (spot, strike, years, sigma))
+    call = np.asarray(is_call, dtype=bool)
+    d1, d2 = _d1_d2(s, k, t, rate, v)
+    return _price(s, k, t, call, d1, d2, rate), _delta(call, d1)
 
 
 def implied_vol(price: ArrayLike, spot: ArrayLike, strike: ArrayLike, years: ArrayLike, is_call: ArrayLike,

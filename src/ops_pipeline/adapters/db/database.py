@@ -192,9 +192,10 @@ class WriteBehind:
         cache = cache_of(conn)
         with cache.silenced() if cache is not None else nullcontext():
             for (account, columns), rows in groups.items():
-                stmt = (AccountScope(account).update(active_positions).where(active_positions.c.id == bindparam("_id"))
-                        .values({c: bindparam(f"_v_{c}") for c in columns}))
-                conn.execute(stmt, rows)
+                scope = AccountScope(account)
+                conn.execute(scope.prepared(("marks", columns), lambda scope=scope, columns=columns: (
+                    scope.update(active_positions).where(active_positions.c.id == bindparam("_id"))
+                    .values({c: bindparam(f"_v_{c}") for c in columns}))), rows)
 
 
 class _FlushingConnection:

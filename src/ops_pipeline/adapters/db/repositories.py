@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -20,7 +20,7 @@ from sqlalchemy.types import NullType
 
 from ops_pipeline.adapters.db.cache import announce, cache_of
 from ops_pipeline.adapters.db.database import WRITE_BEHIND_KEY, WriteBehind
-from ops_pipeline.adapters.db.scope import AccountScope
+from ops_pipeline.adapters.db.scope import AccountScope, prepared
 from ops_pipeline.adapters.db.tables import (
     ACCOUNT_SCOPED,
     account_equity_snapshots,
@@ -107,17 +107,6 @@ CLAIM_HORIZON = dt.timedelta(hours=24)
 table. One this account never saw (it was not running) stays without a decision for it."""
 
 
-_PREPARED: dict[tuple[Any, ...], Any] = {}
-"""Statements built once and executed with parameters: building one costs more than running it."""
-
-
-def _prepared(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:  # noqa: ANN401 - a statement
-    stmt = _PREPARED.get(key)
-    if stmt is None:
-        stmt = _PREPARED[key] = build()
-    return stmt
-
-
 def _columns(table: Any, values: dict[str, Any]) -> None:  # noqa: ANN401 - a Table
     """Refuse a value for a column ``table`` does not have (executed parameters would drop it)."""
     unknown = set(values) - set(table.c.keys())
@@ -135,7 +124,7 @@ def insert_ignore(conn: Connection, table, values: dict[str, Any], conflict: Seq
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     # The columns come from the parameters' keys; rowcount is not reliable for INSERT … ON CONFLICT
     # on every driver, RETURNING is.
-    stmt = _prepared(("insert_ignore", dialect.__name__, table.name, tuple(conflict)), lambda: dialect.insert(table)
+    stmt = prepared(("insert_ignore", dialect.__name__, table.name, tuple(conflict)), lambda: dialect.insert(table)
                      .on_conflict_do_nothing(index_elements=list(conflict)).returning(literal_column("1")))
     owner = values.get("account_name") if table.name in ACCOUNT_SCOPED else None
     with announce(conn, owner, table.name):
@@ -249,7 +238,7 @@ class AccountRepository:
         built once per (account, table, columns). ``announced_as``: the name under which the
         write invalidates cached reads (default the table's)."""
         _columns(table, values)
-        stmt = _prepared(("update", self.account_name, table.name, key_column, tuple(values)), lambda: (
+        stmt = self.scope.prepared(("update", table.name, key_column, tuple(values)), lambda: (
             self.scope.update(table).where(table.c[key_column] == bindparam("_key"))
             .values({name: bindparam(f"_v_{name}") for name in values})))
         with announce(self.conn, self.account_name, announced_as or table.name):
@@ -335,12 +324,11 @@ class AccountRepository:
     def reject_stale(self, *, run_id: str, now: dt.datetime, cutoff: dt.datetime, detail: str) -> int:
         """Decide every undecided recommendation created before ``cutoff`` (within the
         :data:`CLAIM_HORIZON`) as stale, in one go."""
-        rows = self.conn.execute(
-            select(recommendations.c.id, _raw(recommendations.c.created_at))
-            .where(recommendations.c.created_at >= now - CLAIM_HORIZON, recommendations.c.created_at < cutoff,
-                   self._undecided())
-            .order_by(recommendations.c.id)
-        ).all()
+        rc = recommendations.c
+        rows = self.conn.execute(self.scope.prepared(("stale",), lambda: (
+            select(rc.id, _raw(rc.created_at))
+            .where(rc.created_at >= bindparam("since"), rc.created_at < bindparam("cutoff"), self._undecided())
+            .order_by(rc.id))), {"since": now - CLAIM_HORIZON, "cutoff": cutoff}).all()
         for row in rows:
             try:
                 age = f"{(now - _aware(row.created_at)).total_seconds() / 60:.1f}min"
@@ -364,15 +352,17 @@ class AccountRepository:
         """
         anchor = dt.datetime.combine((now - CLAIM_HORIZON).astimezone(dt.UTC).date(), dt.time(0), dt.UTC)
         rc, d = recommendations.c, dispatch_decisions
-        undecided = self._cached(("undecided_since", anchor), (d,), lambda: tuple(self.conn.execute(
-            select(rc.id, _raw(rc.created_at)).where(rc.created_at >= anchor, self._undecided())).all()),
-            shared=(recommendations,))
+        undecided_since = self.scope.prepared(("undecided_since",), lambda: (
+            select(rc.id, _raw(rc.created_at)).where(rc.created_at >= bindparam("anchor"), self._undecided())))
+        undecided = self._cached(("undecided_since", anchor), (d,), lambda: tuple(
+            self.conn.execute(undecided_since, {"anchor": anchor}).all()), shared=(recommendations,))
         for row in undecided:
             created = _comparable_time(row.created_at)
             if created is None or now - CLAIM_HORIZON <= created <= now:
                 return True
         processing = self._cached(("processing_claims",), (d, dispatch_executions), lambda: tuple(self.conn.execute(
-            self.scope.select(d, d.c.claimed_at).where(d.c.status == "processing", self._without_execution())).all()))
+            self.scope.prepared(("processing_claims",), lambda: self.scope.select(d, d.c.claimed_at)
+                                .where(d.c.status == "processing", self._without_execution()))).all()))
         return any(row.claimed_at < now - ttl for row in processing)
 
     def _without_execution(self):  # noqa: ANN202 - a SQL expression
@@ -399,36 +389,29 @@ class AccountRepository:
         still ``processing``, older than ``ttl`` and without an order (a run that hung). Claims are
         per account: another account's decision never hides a recommendation from this one.
         """
-        d = dispatch_decisions
-        stuck = list(self.conn.execute(
+        d, rc = dispatch_decisions, recommendations.c
+        stuck = list(self.conn.execute(self.scope.prepared(("stuck_claims",), lambda: (
             self.scope.select(d, d.c.recommendation_id)
-            .where(d.c.status == "processing", d.c.claimed_at < now - ttl, self._without_execution())
-            .order_by(d.c.recommendation_id).limit(limit)
-        ).scalars())
+            .where(d.c.status == "processing", d.c.claimed_at < bindparam("stale_before"), self._without_execution())
+            .order_by(d.c.recommendation_id).limit(bindparam("limit")))),
+            {"stale_before": now - ttl, "limit": limit}).scalars())
         if stuck:
             self._write(d, self.scope.update(d).where(d.c.recommendation_id.in_(stuck), d.c.status == "processing")
                         .values(run_id=run_id, claimed_at=now))
-        fresh = list(self.conn.execute(
-            select(recommendations.c.id)
-            .where(recommendations.c.created_at >= now - CLAIM_HORIZON, recommendations.c.created_at <= now,
-                   self._undecided())
-            .order_by(recommendations.c.created_at, recommendations.c.id)
-            .limit(max(0, limit - len(stuck)))
-        ).scalars())
-        claimed = list(stuck)
-        for rec_id in fresh:
-            if insert_ignore(self.conn, d, {
-                "recommendation_id": rec_id, "account_name": self.account_name, "run_id": run_id,
-                "status": "processing", "claimed_at": now,
-            }, ("recommendation_id", "account_name")):
-                claimed.append(rec_id)
-        if not claimed:
-            return []
-        rc = recommendations.c
-        rows = self.conn.execute(
-            select(*(_raw(rc[name]) for name in RECOMMENDATION_COLUMNS)).where(rc.id.in_(claimed)).order_by(rc.id)
-        ).mappings().all()
-        parsed = [parse_recommendation(r) for r in rows]
+        fresh = self.conn.execute(self.scope.prepared(("claimable",), lambda: (
+            select(*(_raw(rc[name]) for name in RECOMMENDATION_COLUMNS))
+            .where(rc.created_at >= bindparam("since"), rc.created_at <= bindparam("now"), self._undecided())
+            .order_by(rc.created_at, rc.id).limit(bindparam("limit")))),
+            {"since": now - CLAIM_HORIZON, "now": now, "limit": max(0, limit - len(stuck))}).mappings().all()
+        rows = [row for row in fresh if insert_ignore(self.conn, d, {
+            "recommendation_id": row["id"], "account_name": self.account_name, "run_id": run_id,
+            "status": "processing", "claimed_at": now,
+        }, ("recommendation_id", "account_name"))]
+        if stuck:
+            rows += self.conn.execute(prepared(("claimed_recommendations",), lambda: (
+                select(*(_raw(rc[name]) for name in RECOMMENDATION_COLUMNS))
+                .where(rc.id.in_(bindparam("ids", expanding=True))))), {"ids": stuck}).mappings().all()
+        parsed = [parse_recommendation(r) for r in sorted(rows, key=lambda r: r["id"])]
         return sorted(parsed, key=lambda p: (p.created_at, p.id) if isinstance(p, Recommendation) else (now, p.id or 0))
 
     def recommendation_created_at(self, recommendation_id: int) -> dt.datetime | None:
@@ -451,7 +434,8 @@ class AccountRepository:
 
     def execution(self, execution_id: int) -> Any:
         e = dispatch_executions
-        return self.conn.execute(self.scope.select(e).where(e.c.id == execution_id)).one()
+        return self.conn.execute(self.scope.prepared(("execution",), lambda: (
+            self.scope.select(e).where(e.c.id == bindparam("id")))), {"id": execution_id}).one()
 
     def update_execution(self, execution_id: int, **values: Any) -> None:
         self._update(dispatch_executions, "id", execution_id, values)

@@ -8,11 +8,27 @@ position manager that forgot this filter duplicated positions every five minutes
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Delete, Insert, Select, Table, Update, delete, insert, select, update
 
 from ops_pipeline.adapters.db.tables import ACCOUNT_SCOPED
+
+S = TypeVar("S")
+
+_PREPARED: dict[tuple[Hashable, ...], Any] = {}
+"""Statements built once and executed with parameters: building a statement costs SQLAlchemy more
+than running it (and a statement object reused keeps its cache key, so it is compiled once too)."""
+
+
+def prepared(key: tuple[Hashable, ...], build: Callable[[], S]) -> S:
+    """The statement ``build()`` returns, built on the first call with ``key`` and reused after.
+    Whatever changes between executions must be a ``bindparam`` in it, never a value baked in."""
+    stmt = _PREPARED.get(key)
+    if stmt is None:
+        stmt = _PREPARED[key] = build()
+    return stmt
 
 
 class AccountScope:
@@ -27,6 +43,10 @@ class AccountScope:
         if table.name not in ACCOUNT_SCOPED:
             raise ValueError(f"{table.name} is not an account-scoped table")
         return table
+
+    def prepared(self, key: tuple[Hashable, ...], build: Callable[[], S]) -> S:
+        """:func:`prepared` for this account: ``build`` makes its statement with this scope."""
+        return prepared(("account", self.account_name, *key), build)
 
     def owns(self, table: Table) -> ColumnElement[bool]:
         """``table.account_name = :account_name`` (for joins and sub-queries)."""

@@ -35,7 +35,7 @@ from ops_pipeline.adapters.market_data.bars import BarSeries
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange_date
 from ops_pipeline.adapters.market_data.chains import YEAR_SECS, ChainSnapshot, ChainStore, expiry_close_epoch
 from ops_pipeline.domain.market import OptionQuote, QuoteSource
-from ops_pipeline.domain.pricing import MIN_YEARS, bs_delta, bs_price
+from ops_pipeline.domain.pricing import MIN_YEARS, bs_delta, bs_price_delta
 from ops_pipeline.domain.values import CENT, OccSymbol, OptionType, to_decimal
 
 DAILY_EXPIRY_TICKERS = frozenset({"SPY", "QQQ", "IWM"})
@@ -287,8 +287,7 @@ class HistoricalMarketData:
                 return None
             sigma[missing] = fallback
             source[missing] = kind.value
-        price = bs_price(spot, strike, years, sigma, is_call)
-        delta = bs_delta(spot, strike, years, sigma, is_call)
+        price, delta = bs_price_delta(spot, strike, years, sigma, is_call)
         relative = np.full(len(symbols), np.nan)
         chosen = self._nearest_expiry(expiries, years) if expiries else np.zeros(0, dtype=int)
         for j in np.unique(chosen):
@@ -336,11 +335,10 @@ class HistoricalMarketData:
         """Modelled :class:`OptionQuote` objects for contracts of one underlying."""
         if not symbols:
             return []
+        terms = [_contract_terms(s) for s in symbols]
         modelled = self.model(
-            symbols[0].underlying, [str(s) for s in symbols],
-            np.array([float(s.strike) for s in symbols]),
-            np.array([expiry_close_epoch(s.expiration) for s in symbols]),
-            np.array([s.option_type is OptionType.CALL for s in symbols]), spot, now)
+            symbols[0].underlying, [t[0] for t in terms], np.array([t[1] for t in terms]),
+            np.array([t[2] for t in terms]), np.array([t[3] for t in terms]), spot, now)
         if modelled is None:
             return []
         underlying = to_decimal(round(spot, 4))
@@ -372,6 +370,13 @@ class HistoricalMarketData:
 
     def _expirations(self, ticker: str, today: dt.date, min_dte: int, max_dte: int) -> list[dt.date]:
         return _listed_expirations(self.calendar, ticker in DAILY_EXPIRY_TICKERS, today, min_dte, max_dte)
+
+
+@lru_cache(maxsize=65536)
+def _contract_terms(symbol: OccSymbol) -> tuple[str, float, float, bool]:
+    """What the model needs of a contract: OCC symbol, strike (dollars), expiry close (epoch
+    seconds), call or not. A held contract is modelled every minute; its terms never change."""
+    return str(symbol), float(symbol.strike), expiry_close_epoch(symbol.expiration), symbol.option_type is OptionType.CALL
 
 
 def _smile_iv(expiries: list[_Expiry], x: np.ndarray, years: np.ndarray) -> np.ndarray:
