@@ -122,5 +122,5 @@ def run_replay(db: Database, settings: ReplaySettings, progress: ProgressFn | No
             for runner in runners:
                 runner.run_once(dispatch=False)
                 stats.position_manager_runs += 1
-            uow.commit()
+            uow.refresh_statistics()
     return rig, stats

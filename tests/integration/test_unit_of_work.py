@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event, select, text, type_coerce
 from sqlalchemy.types import NullType
 
-from ops_pipeline.adapters.db.database import Database, sqlite_url
+from ops_pipeline.adapters.db.database import Database, UnitOfWork, sqlite_url
 from ops_pipeline.adapters.db.repositories import AccountRepository
 from ops_pipeline.adapters.db.tables import active_positions, dispatch_decisions, dispatch_executions, metadata
 from ops_pipeline.errors import DatabaseError, RunInProgress
@@ -88,6 +88,24 @@ def test_a_unit_of_work_writes_exactly_what_plain_transactions_write(any_db, req
     for name in ("large-100k", "tiny-1k"):
         with other.read() as conn:
             assert check_account(conn, cached.configs[name]) == []
+
+
+def test_refreshing_statistics_changes_no_row_and_analyzes_the_claimed_tables(any_db, request, tmp_path):
+    """The replay refreshes PostgreSQL's statistics at each session's close (planned as if empty, a
+    fresh database's claim queries scan every decision the account made): the rows are those plain
+    transactions write, remembered reads stay in use, and on PostgreSQL the tables were analyzed."""
+    scenario(any_db, lambda: None)
+    other = fresh(any_db, request, tmp_path)
+    with other.unit_of_work(write_behind=True) as uow:
+        scenario(other, uow.refresh_statistics)
+    assert uow.cache.hits > 0
+    assert dump(other) == dump(any_db)
+    if other.dialect == "postgresql":
+        with other.read() as conn:
+            for table in UnitOfWork.PLANNED_TABLES:
+                rows = conn.execute(text(f"SELECT count(*) FROM {table.name}")).scalar_one()
+                estimate = conn.execute(text("SELECT reltuples FROM pg_class WHERE relname = :t"), {"t": table.name}).scalar_one()
+                assert estimate == rows, table.name  # -1 (never analyzed) without the refresh
 
 
 def test_a_write_made_outside_the_repositories_is_seen_by_the_next_run(any_db):

@@ -43,7 +43,14 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from ops_pipeline.adapters.db.cache import CACHE_KEY, ReadCache, cache_of
 from ops_pipeline.adapters.db.scope import AccountScope
-from ops_pipeline.adapters.db.tables import account_equity_snapshots, active_positions, dispatch_runs
+from ops_pipeline.adapters.db.tables import (
+    account_equity_snapshots,
+    active_positions,
+    dispatch_decisions,
+    dispatch_executions,
+    dispatch_runs,
+    recommendations,
+)
 from ops_pipeline.errors import DatabaseError, RunInProgress
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -256,6 +263,24 @@ class UnitOfWork:
             self.write_behind.flush(self.conn)
         self.conn.commit()
         self.commits += 1
+
+    PLANNED_TABLES = (recommendations, dispatch_decisions, dispatch_executions, active_positions)
+    """The tables whose statistics the claim and exposure queries are planned from."""
+
+    def refresh_statistics(self) -> None:
+        """Commit, then on PostgreSQL ``ANALYZE`` the :data:`PLANNED_TABLES`; nothing on SQLite.
+
+        PostgreSQL plans from table statistics, and a replay fills a fresh database faster than
+        autovacuum's analyze follows it: planned as if ``dispatch_decisions`` were empty, the claim's
+        NOT EXISTS becomes a nested loop over every decision the account ever made (about 1 ms a
+        query after one day, growing with each). The replay calls this at each session's close.
+        """
+        self.commit()
+        if self.conn.dialect.name == "postgresql":
+            cache = self.cache
+            with cache.silenced():  # statistics change no row: every remembered read stands
+                self.conn.exec_driver_sql(f"ANALYZE {', '.join(t.name for t in self.PLANNED_TABLES)}")
+            self.conn.commit()
 
     def _check(self) -> None:
         if self.failed is not None:
