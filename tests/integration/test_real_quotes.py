@@ -7,14 +7,17 @@ import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 
 import numpy as np
 import pytest
 
+from ops_pipeline.adapters.market_data.bars import load_bars
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar
-from ops_pipeline.adapters.market_data.chains import LagSource
+from ops_pipeline.adapters.market_data.chains import LagSource, expiry_close_epoch
+from ops_pipeline.adapters.market_data.quotes import HistoricalMarketData
 from ops_pipeline.domain.market import QuoteSource
-from ops_pipeline.domain.values import OccSymbol
+from ops_pipeline.domain.values import OccSymbol, OptionType
 from ops_pipeline.services.quote_check import load_check_market
 
 pytestmark = pytest.mark.data
@@ -109,3 +112,40 @@ def test_check_quotes_meets_the_issues_figures_for_the_band_the_product_trades(d
     assert lags.returncode == 0, lags.stderr
     lines = lags.stdout.strip().splitlines()
     assert lines[0].startswith("snapshot,file_time_et,quote_time_et,lag_min,source") and len(lines) - 1 == report["lags"]["snapshots"]
+
+
+def test_one_contract_is_modelled_exactly_as_in_a_batch(market, data_dir):
+    """A held contract is modelled alone every minute, on a path without the arrays' bookkeeping:
+    its quote is the batch model's bit for bit, whichever volatility source and spread it takes.
+    (``atm`` is not among them: every real chain has a smile at each expiration; it is the same
+    fallback line as ``realized`` with the chain's ATM IV for the bars' volatility.)"""
+    calendar = market.calendar
+    nvda = load_bars(data_dir / "bars_1min" / "NVDA_1min.csv", calendar, 1)  # no chain: realized volatility
+    both = HistoricalMarketData({**market.bars, "NVDA": nvda}, market.chains, calendar)
+    first = min(s.quote_time for t in market.chains.tickers_loaded() for s in market.chains.snapshots(t))
+    times = [first - dt.timedelta(days=3), first + dt.timedelta(minutes=7), first + dt.timedelta(days=1, hours=1),
+             first + dt.timedelta(days=3, hours=2, minutes=13)]
+    sources, by_rule, compared = set(), set(), 0
+    for ticker in [*market.chains.tickers_loaded(), "NVDA"]:
+        for now in times:
+            spot = float(both.underlying_price(ticker, now) or 0)
+            if not spot:
+                continue
+            snap = market.chains.latest_at_or_before(ticker, now) if ticker != "NVDA" else None
+            listed = [OccSymbol.parse(str(s)) for s in snap.symbols[:: max(1, len(snap.symbols) // 12)]] if snap else []
+            made = [OccSymbol(ticker, now.date() + dt.timedelta(days=d), kind, Decimal(str(round(spot * m))))
+                    for d in (0, 2, 9, 30, 60) for m in (0.9, 0.98, 1.0, 1.05) for kind in OptionType]
+            symbols = listed + made
+            args = ([str(s) for s in symbols], np.array([float(s.strike) for s in symbols]),
+                    np.array([expiry_close_epoch(s.expiration) for s in symbols]),
+                    np.array([s.option_type is OptionType.CALL for s in symbols]), spot, now)
+            for known_at in (None, now - dt.timedelta(hours=1)):
+                batch = both.model(ticker, *args, known_at=known_at)
+                for i, name in enumerate(args[0]):
+                    alone = both.model(ticker, [name], *(a[i:i + 1] for a in args[1:4]), spot, now, known_at=known_at)
+                    for field in ("price", "bid", "ask", "iv", "delta", "vol_source", "rule_spread"):
+                        assert getattr(alone, field).tolist() == [getattr(batch, field)[i]], (name, now, field)
+                    sources.add(batch.vol_source[i])
+                    by_rule.add(bool(batch.rule_spread[i]))
+                    compared += 1
+    assert sources == {"listing", "smile", "realized"} and by_rule == {True, False} and compared > 500

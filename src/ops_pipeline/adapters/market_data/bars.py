@@ -17,6 +17,7 @@ start of the bar; prices in dollars. Faults handled (data README "Known faults")
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,8 +79,11 @@ class BarSeries:
         return len(self.start)
 
     def last_closed_index(self, now_epoch: float) -> int:
-        """Index of the latest bar whose end is at or before ``now_epoch``; -1 if none."""
-        return int(np.searchsorted(self.end, now_epoch, side="right")) - 1
+        """Index of the latest bar whose end is at or before ``now_epoch``; -1 if none.
+
+        Searched on the integer starts (end ≤ now ⇔ start ≤ ⌊now⌋ − interval): no array is built
+        or converted per call, and this is asked for every quote and every minute."""
+        return int(np.searchsorted(self.start, math.floor(now_epoch) - self.interval_secs, side="right")) - 1
 
 
 def lot_scale_factors(volume: np.ndarray, slot: np.ndarray, day: np.ndarray, level_window: int) -> tuple[np.ndarray, list[tuple[int, int]]]:

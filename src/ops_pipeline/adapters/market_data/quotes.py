@@ -264,8 +264,14 @@ class HistoricalMarketData:
         score the model on chains at least that old). ``allow_later`` lets volatility and spreads
         come from the earliest chain after ``known_at`` when none is before it (a replay before the
         first chain does; ``data check-quotes`` does not). Arrays are parallel to ``symbols``;
-        ``None`` when no volatility is known at all (no chain and too few bars)."""
+        ``None`` when no volatility is known at all (no chain and too few bars).
+
+        One contract (a held position marked every minute) takes :meth:`_model_one`: the same
+        steps on numpy scalars, the same values bit for bit."""
         known_at = known_at or now
+        if len(symbols) == 1:
+            return self._model_one(ticker, symbols[0], float(strike[0]), float(expiry_close[0]), bool(is_call[0]),
+                                   spot, now, known_at, allow_later)
         years = (expiry_close - now.timestamp()) / YEAR_SECS
         sigma = np.full(len(symbols), np.nan)
         source = np.full(len(symbols), VolSource.LISTING.value, dtype=object)
@@ -298,6 +304,37 @@ class HistoricalMarketData:
         relative[by_rule] = rule_spread(np.maximum(years[by_rule] * 365, 0), delta[by_rule])
         bid, ask = quote_prices(price, relative * price)
         return ModelledQuotes(spot, price, bid, ask, sigma, delta, source, by_rule)
+
+    def _model_one(self, ticker: str, symbol: str, strike: float, expiry_close: float, is_call: bool, spot: float,
+                   now: dt.datetime, known_at: dt.datetime, allow_later: bool) -> ModelledQuotes | None:
+        """:meth:`model` of one contract. Every number goes through the same numpy functions as
+        the array path (scalars take the same ufunc loops; ``tests/integration/test_real_quotes.py``
+        checks the two agree exactly for each volatility source); what is left out is the masking
+        and per-expiry grouping, which cost a one-contract call five times its arithmetic."""
+        years = (np.float64(expiry_close) - now.timestamp()) / YEAR_SECS
+        found = self.chains.listing_iv(symbol, known_at)
+        reference = self.chains.nearest_with_iv(ticker, known_at, allow_later=allow_later)
+        expiries = self._reference_expiries(reference[0]) if reference else []
+        x = _moneyness(np.float64(strike), spot, years)
+        sigma, source = np.float64(np.nan if found is None else found[0]), VolSource.LISTING
+        if np.isnan(sigma) and expiries:
+            sigma, source = _smile_iv(expiries, np.array([x]), np.array([years]))[0], VolSource.SMILE
+        if np.isnan(sigma):
+            fallback, source = (reference[1], VolSource.ATM) if reference else (self.realized_vol(ticker, now), VolSource.REALIZED)
+            if fallback is None:
+                return None
+            sigma = np.float64(fallback)
+        price, delta = bs_price_delta(spot, strike, years, sigma, is_call)
+        relative = np.float64(np.nan)
+        if expiries:
+            expiry = expiries[int(self._nearest_expiry(expiries, np.array([years]))[0])]
+            relative = _neighbour_spread(expiry.spread_x[is_call], expiry.spread_rel[is_call], np.array([x]))[0]
+        by_rule = bool(np.isnan(relative))
+        if by_rule:
+            relative = rule_spread(np.maximum(years * 365, 0), delta)
+        bid, ask = quote_prices(price, relative * price)
+        return ModelledQuotes(spot, np.array([price]), np.array([bid]), np.array([ask]), np.array([sigma]),
+                              np.array([delta]), np.array([source.value], dtype=object), np.array([by_rule]))
 
     def _reference_expiries(self, snap: ChainSnapshot) -> list[_Expiry]:
         key = id(snap)
