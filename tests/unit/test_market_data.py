@@ -145,3 +145,18 @@ def test_real_chains_before_1120_are_modelled_and_after_are_real(data_dir):
                                   min_dte=0, max_dte=1)
     assert at_noon and all(q.source is QuoteSource.REAL for q in at_noon)
     assert all(q.snapshot.startswith("20260316T11") for q in at_noon)
+
+
+@pytest.mark.data
+def test_realized_volatility_is_the_std_of_the_last_five_sessions_log_returns(data_dir):
+    """What a contract of a ticker without chains is priced with, at each minute: computed from the
+    series' log returns once, it must equal the five sessions' returns computed alone, bit for bit."""
+    bars = load_bars(data_dir / "bars_1min" / "NVDA_1min.csv", CAL, 1)
+    market = HistoricalMarketData({"NVDA": bars}, ChainStore(data_dir / "option_chains", CAL), CAL)
+    window = 5 * 390
+    for i in (0, 18, 19, 20, 1000, window, window + 1, len(bars) // 2, len(bars) - 1):
+        now = dt.datetime.fromtimestamp(int(bars.start[i]) + 60, dt.UTC)
+        closes = bars.close[max(0, i - window): i + 1]
+        expected = float(np.std(np.diff(np.log(closes))) * np.sqrt(252 * 390)) if len(closes) >= 20 else None
+        assert market.realized_vol("NVDA", now) == expected, i
+    assert market.realized_vol("NVDA", dt.datetime.fromtimestamp(int(bars.start[0]), dt.UTC)) is None  # no bar closed

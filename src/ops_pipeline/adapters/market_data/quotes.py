@@ -157,6 +157,7 @@ class HistoricalMarketData:
         self.max_quote_age = max_quote_age
         self._symbol_index: dict[int, dict[str, int]] = {}
         self._realized: dict[tuple[str, int], float | None] = {}
+        self._returns: dict[str, tuple[BarSeries, np.ndarray]] = {}
         self._expiries: dict[int, list[_Expiry]] = {}
         self._memo_now: dt.datetime | None = None
         self._memo: dict[tuple[OccSymbol, dt.datetime], OptionQuote | None] = {}
@@ -179,10 +180,21 @@ class HistoricalMarketData:
         key = (ticker, i)
         if key not in self._realized:
             per_session = 390 * 60 // series.interval_secs
-            window = series.close[max(0, i - 5 * per_session) : i + 1]
-            returns = np.diff(np.log(window))
-            self._realized[key] = float(np.std(returns) * math.sqrt(252 * per_session)) if len(window) >= 20 else None
+            start = max(0, i - 5 * per_session)
+            if i + 1 - start >= 20:  # bars in the window
+                returns = self._log_returns(series)[start:i]  # = np.diff(np.log(close[start:i + 1])), bit for bit
+                self._realized[key] = float(np.std(returns) * math.sqrt(252 * per_session))
+            else:
+                self._realized[key] = None
         return self._realized[key]
+
+    def _log_returns(self, series: BarSeries) -> np.ndarray:
+        """Log returns between consecutive closes of ``series``, computed once per series (element
+        by element, so a slice of it equals the returns of the same closes computed alone)."""
+        found = self._returns.get(series.ticker)
+        if found is None or found[0] is not series:
+            found = self._returns[series.ticker] = (series, np.diff(np.log(series.close)))
+        return found[1]
 
     # --- option quotes ------------------------------------------------------------------------
     def _fresh_snapshot(self, ticker: str, now: dt.datetime) -> ChainSnapshot | None:
