@@ -19,7 +19,8 @@ S = TypeVar("S")
 
 _PREPARED: dict[tuple[Hashable, ...], Any] = {}
 """Statements built once and executed with parameters: building a statement costs SQLAlchemy more
-than running it (and a statement object reused keeps its cache key, so it is compiled once too)."""
+than running it, and a statement object reused keeps the cache key SQLAlchemy would otherwise
+compute again at every execution."""
 
 
 def prepared(key: tuple[Hashable, ...], build: Callable[[], S]) -> S:

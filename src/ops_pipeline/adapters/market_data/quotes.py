@@ -322,7 +322,7 @@ class HistoricalMarketData:
         """:meth:`model` of one contract. Every number goes through the same numpy functions as
         the array path (scalars take the same ufunc loops; ``tests/integration/test_real_quotes.py``
         checks the two agree exactly for each volatility source); what is left out is the masking
-        and per-expiry grouping, which cost a one-contract call five times its arithmetic."""
+        and per-expiry grouping, about a quarter of a one-contract call (docs/performance.md)."""
         years = (np.float64(expiry_close) - now.timestamp()) / YEAR_SECS
         found = self.chains.listing_iv(symbol, known_at)
         reference = self.chains.nearest_with_iv(ticker, known_at, allow_later=allow_later)
