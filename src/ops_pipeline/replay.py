@@ -9,10 +9,10 @@ its dispatcher), as a live run does. At the close: settle expiring contracts and
 account's position manager once more. Deterministic: the same inputs give the same rows.
 
 The replay is its database's only writer: it holds every account's run lock from start to end
-and writes inside one unit of work (:meth:`Database.unit_of_work`), committed once per simulated
-minute, whose reads are cached until the rows they read change. The services, their statements
-and the rows they write are the live ones; only the commits are fewer. An error rolls back the
-minute and stops the replay.
+and writes inside one unit of work (:meth:`Database.unit_of_work`), committed once per session at
+its close (with PostgreSQL's statistics refreshed), whose reads are cached until the rows they read
+change. The services, their statements and the rows they write are the live ones; only the commits
+are fewer. An error rolls back the session and stops the replay.
 """
 
 from __future__ import annotations
@@ -113,7 +113,6 @@ def run_replay(db: Database, settings: ReplaySettings, progress: ProgressFn | No
                         runner.run_once()
                         stats.position_manager_runs += 1
                         stats.dispatcher_runs += 1
-                uow.commit()
                 stats.minutes += 1
                 if progress:
                     progress(stats.minutes, total)

@@ -113,3 +113,39 @@ def test_abandoning_a_dead_run_releases_its_claims_but_not_those_that_became_ord
         late = AccountRepository(conn, "tiny-1k").claim(run_id="r3", now=NOON + dt.timedelta(minutes=40), limit=10,
                                                         ttl=dt.timedelta(minutes=10))
         assert claimed[0].id not in [r.id for r in late]  # past the TTL too: its order is settled, never re-decided
+
+
+def test_the_claim_outlook_says_which_queries_could_find_something(any_db):
+    """``may_have_claims`` splits what a run could find at the stale cutoff, a recommendation equal
+    to it counting on both sides: a false part is a query the dispatcher skips, so it must never be
+    false where the query would find a row."""
+    with any_db.transaction() as conn:
+        add_recommendation(conn, 0)
+    ttl = dt.timedelta(minutes=10)
+    at = NOON + dt.timedelta(minutes=5)
+
+    def outlook(cutoff_minute: int):
+        with any_db.read() as conn:
+            return AccountRepository(conn, "tiny-1k").may_have_claims(
+                now=at, ttl=ttl, cutoff=NOON + dt.timedelta(minutes=cutoff_minute))
+
+    assert (outlook(-1).stale, outlook(-1).fresh, outlook(-1).stuck) == (False, True, False)
+    assert (outlook(0).stale, outlook(0).fresh) == (True, True)
+    assert (outlook(1).stale, outlook(1).fresh) == (True, False)
+    with any_db.transaction() as conn:
+        assert AccountRepository(conn, "tiny-1k").reject_stale(
+            run_id="r0", now=at, cutoff=NOON + dt.timedelta(seconds=1), detail="test") == 1
+    assert not outlook(1)  # decided: nothing left to find
+    with any_db.transaction() as conn:
+        add_recommendation(conn, 4)
+        repo = AccountRepository(conn, "tiny-1k")
+        assert [r.id for r in repo.claim(run_id="r1", now=at, limit=5, ttl=ttl)] == [2]
+    assert not outlook(1)  # a claim within its time to live is nobody's to take
+    with any_db.read() as conn:
+        late = AccountRepository(conn, "tiny-1k").may_have_claims(now=at + ttl + dt.timedelta(minutes=1), ttl=ttl,
+                                                                  cutoff=NOON)
+    assert (late.stale, late.fresh, late.stuck) == (False, False, True)
+    with any_db.transaction() as conn:  # and the claim finds it only when it looks for it
+        repo = AccountRepository(conn, "tiny-1k")
+        assert repo.claim(run_id="r2", now=at + ttl + dt.timedelta(minutes=1), limit=5, ttl=ttl, stuck=False) == []
+        assert [r.id for r in repo.claim(run_id="r2", now=at + ttl + dt.timedelta(minutes=1), limit=5, ttl=ttl)] == [2]

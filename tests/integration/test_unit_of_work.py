@@ -9,11 +9,12 @@ import threading
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event, select, text, type_coerce
+from sqlalchemy import event, exists, select, text, type_coerce
 from sqlalchemy.types import NullType
 
 from ops_pipeline.adapters.db.database import Database, UnitOfWork, sqlite_url
 from ops_pipeline.adapters.db.repositories import AccountRepository
+from ops_pipeline.adapters.db.scope import prepared
 from ops_pipeline.adapters.db.tables import active_positions, dispatch_decisions, dispatch_executions, metadata
 from ops_pipeline.errors import DatabaseError, RunInProgress
 from ops_pipeline.reports.invariants import check_account
@@ -237,3 +238,60 @@ def test_a_mark_is_applied_to_the_remembered_positions_and_stored_before_anythin
         fresh_rows = AccountRepository(conn, "large-100k").open_positions()
     assert [(r.current_price, r.unrealized_pnl, r.marked_at) for r in fresh_rows] == [
         (rows[0].current_price, rows[0].unrealized_pnl, rows[0].marked_at), (Decimal("1.1000"), Decimal("-90.00"), now)]
+
+
+def test_marks_wait_for_a_read_that_may_see_positions(any_db):
+    """With write-behind a mark is in the database before any read that names ``active_positions``
+    anywhere (a sub-query too) or whose tables are not known, and waits through the reads of other
+    tables built once: the claim's queries, run for every new recommendation, do not write it."""
+    now = dt.datetime(2026, 3, 16, 16, 0, tzinfo=dt.UTC)
+    p, e = active_positions, dispatch_executions
+    with any_db.unit_of_work(write_behind=True) as uow:
+        buffer = uow.write_behind
+        assert buffer is not None
+        with any_db.transaction() as conn:
+            repo = AccountRepository(conn, "large-100k")
+            position = _position(repo, "SPY260320C00600000", now)
+            repo.open_positions()
+
+            def mark(price: str) -> None:
+                repo.update_position(position, current_price=Decimal(price), unrealized_pnl=Decimal("1"), marked_at=now)
+                assert buffer.marks
+
+            def stored() -> Decimal:
+                return conn.execute(select(p.c.current_price).where(p.c.id == position)).scalar_one()
+
+            mark("2.50")
+            assert repo.claim(run_id="r", now=now, limit=5, ttl=dt.timedelta(minutes=5)) == []
+            assert buffer.marks  # recommendations and decisions only: still waiting
+            unpositioned = prepared(("test", "unpositioned"), lambda: select(e.c.id).where(
+                ~exists(select(p.c.id).where(p.c.execution_id == e.c.id))))
+            conn.execute(unpositioned).all()
+            assert not buffer.marks
+            mark("2.60")
+            conn.execute(select(dispatch_decisions.c.id)).all()  # not built once: what it reads is not known
+            assert not buffer.marks
+            mark("2.70")
+            assert stored() == Decimal("2.7000")
+
+
+def test_an_account_claiming_fewer_than_wait_claims_the_rest_without_reading_them_again(any_db):
+    """Inside a unit of work the undecided recommendations are read once per new recommendation:
+    this account's own claims are taken out of what it remembers, so a run that may claim one at a
+    time claims the next at each run, oldest first, and none is forgotten."""
+    rig = Rig(any_db, account_config("large-100k", ticker_cooldown_minutes=0, max_signals_per_run=1,
+                                     lookback_window_minutes=30, max_trades_per_ticker_per_day=10))
+    for ticker in ("SPY", "QQQ", "IWM"):
+        rig.recommend(0, ticker)
+    undecided_reads: list[str] = []
+    event.listen(any_db.engine, "before_cursor_execute", lambda _c, _k, sql, *_a: undecided_reads.append(sql)
+                 if "recommendations.created_at >=" in " ".join(sql.split()) and "LIMIT" not in sql.upper() else None)
+    with any_db.unit_of_work(write_behind=True):
+        claimed = []
+        for _ in range(4):
+            rig.manager("large-100k").run()
+            claimed.append(rig.dispatcher("large-100k").run().claimed)
+            rig.advance(1)
+    assert claimed == [1, 1, 1, 0]
+    assert [d.recommendation_id for d in rig.rows(dispatch_decisions, "large-100k")] == [1, 2, 3]
+    assert len(undecided_reads) == 1

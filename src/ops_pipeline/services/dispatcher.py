@@ -128,12 +128,15 @@ class Dispatcher:
                     repo = AccountRepository(conn, name)
                     ttl = dt.timedelta(minutes=cfg.processing_ttl_minutes)
                     claims = []
-                    if repo.may_have_claims(now=now, ttl=ttl):
-                        cutoff = now - dt.timedelta(minutes=cfg.lookback_window_minutes)
+                    cutoff = now - dt.timedelta(minutes=cfg.lookback_window_minutes)
+                    outlook = repo.may_have_claims(now=now, ttl=ttl, cutoff=cutoff)
+                    if outlook.stale:
                         summary.stale = repo.reject_stale(
                             run_id=summary.run_id, now=now, cutoff=cutoff, detail=f"max={cfg.lookback_window_minutes}min"
                         )
-                        claims = repo.claim(run_id=summary.run_id, now=now, limit=cfg.max_signals_per_run, ttl=ttl)
+                    if outlook.fresh or outlook.stuck:
+                        claims = repo.claim(run_id=summary.run_id, now=now, limit=cfg.max_signals_per_run, ttl=ttl,
+                                            stuck=outlook.stuck)
                 summary.claimed = len(claims)
                 valid = [c for c in claims if isinstance(c, Recommendation)]
                 for bad in (c for c in claims if isinstance(c, InvalidRecommendation)):

@@ -12,7 +12,7 @@ transaction for read-only work. SQLite files run in WAL mode with ``synchronous=
 
 :meth:`Database.unit_of_work` is the replay's: one connection and one transaction that every
 ``transaction()`` and ``read()`` of the thread joins, committed by :meth:`UnitOfWork.commit` (once
-per simulated minute), with a :class:`~ops_pipeline.adapters.db.cache.ReadCache` of what the runs
+per replayed session), with a :class:`~ops_pipeline.adapters.db.cache.ReadCache` of what the runs
 read. Live runs never use one: they keep their commit before every order.
 
 ``read_only=True`` opens SQLite with ``mode=ro`` (the file must exist and is never created or
@@ -42,7 +42,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from ops_pipeline.adapters.db.cache import CACHE_KEY, ReadCache, cache_of
-from ops_pipeline.adapters.db.scope import AccountScope
+from ops_pipeline.adapters.db.scope import AccountScope, tables_read
 from ops_pipeline.adapters.db.tables import (
     account_equity_snapshots,
     active_positions,
@@ -117,16 +117,18 @@ class WriteBehind:
 
     Marks to market too (``current_price``, ``unrealized_pnl``, ``marked_at`` of open positions,
     written by every position-manager run): a position's newest mark replaces the one before, and
-    they are written as one UPDATE per account before any SELECT that reaches the database, before
+    they are written as one UPDATE per account before any SELECT that may read positions, before
     any write to ``active_positions``, before SQL text and at every commit. Nothing can read a
     position without seeing its newest mark: the reads the repositories remember are patched with
     it (:meth:`~ops_pipeline.adapters.db.cache.ReadCache.wrote_and_patch`), and every other read
     goes to the database after the flush.
 
-    What flushes: a commit; SQL text; an INSERT, UPDATE or DELETE of any of the three tables; for
-    runs and snapshots, the repository methods that read them (every account-scoped read is a
-    repository method, see :mod:`~ops_pipeline.adapters.db.scope`); for marks, any SELECT that
-    reaches the database.
+    What flushes: a commit; SQL text; an INSERT, UPDATE or DELETE of runs or snapshots (everything),
+    or of ``active_positions`` (the marks, so a close's ``unrealized_pnl = NULL`` lands after them);
+    for runs and snapshots, the repository methods that read them (every account-scoped read is a
+    repository method, see :mod:`~ops_pipeline.adapters.db.scope`); for marks, any SELECT except
+    the statements built once (:func:`~ops_pipeline.adapters.db.scope.prepared`) that name no
+    ``active_positions`` anywhere (:func:`~ops_pipeline.adapters.db.scope.tables_read`).
     """
 
     BUFFERED = (dispatch_runs, account_equity_snapshots)
@@ -217,12 +219,17 @@ class _FlushingConnection:
         buffer = self._buffer
         if buffer.pending or buffer.marks:
             if getattr(statement, "is_dml", False):
-                if getattr(getattr(statement, "table", None), "name", None) in WriteBehind.TABLES:
+                table = getattr(getattr(statement, "table", None), "name", None)
+                if table == active_positions.name:
+                    buffer.flush_marks(self._conn)  # a close's unrealized_pnl = NULL must land after the mark
+                elif table in WriteBehind.TABLES:
                     buffer.flush(self._conn)
             elif getattr(statement, "is_select", False):
-                # Any read that reaches the database sees every mark. (Finding whether it reads
-                # positions costs more than the flush: reads that reach it are few, the cache answers.)
-                buffer.flush_marks(self._conn)
+                # A read that may see positions sees every mark first. Only the statements built
+                # once (scope.prepared) say what they read; any other read flushes the marks.
+                reads = tables_read(statement)
+                if reads is None or active_positions.name in reads:
+                    buffer.flush_marks(self._conn)
             else:  # SQL text, or anything else
                 buffer.flush(self._conn)
         return self._conn.execute(statement, *args, **kwargs)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -62,6 +63,29 @@ MARKS = "active_positions.marks"
 
 class _Marks:
     name = MARKS
+
+
+DECISION_STATUS = "dispatch_decisions.status"
+"""What a decision's change of status (``processing`` to decided) is announced as: it leaves the
+reads of which recommendations this account has decided standing."""
+
+
+class _DecisionStatus:
+    name = DECISION_STATUS
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimOutlook:
+    """What a dispatcher run could find (:meth:`AccountRepository.may_have_claims`): undecided
+    recommendations created before the stale cutoff (``stale``) or at or after it (``fresh``), and
+    ``processing`` claims past their time to live without an order (``stuck``). True if any."""
+
+    stale: bool
+    fresh: bool
+    stuck: bool
+
+    def __bool__(self) -> bool:
+        return self.stale or self.fresh or self.stuck
 
 
 class MarkedRow:
@@ -329,41 +353,77 @@ class AccountRepository:
             select(rc.id, _raw(rc.created_at))
             .where(rc.created_at >= bindparam("since"), rc.created_at < bindparam("cutoff"), self._undecided())
             .order_by(rc.id))), {"since": now - CLAIM_HORIZON, "cutoff": cutoff}).all()
-        for row in rows:
-            try:
-                age = f"{(now - _aware(row.created_at)).total_seconds() / 60:.1f}min"
-            except (TypeError, ValueError):
-                age = f"{row.created_at!r}"
-            insert_ignore(self.conn, dispatch_decisions, {
-                "recommendation_id": row.id, "account_name": self.account_name, "run_id": run_id,
-                "status": REJECTED, "reason_code": "recommendation_stale",
-                "reason_detail": f"age={age} {detail}", "claimed_at": now, "decided_at": now,
-            }, ("recommendation_id", "account_name"))
+        with self._deciding(now) as decided:
+            for row in rows:
+                try:
+                    age = f"{(now - _aware(row.created_at)).total_seconds() / 60:.1f}min"
+                except (TypeError, ValueError):
+                    age = f"{row.created_at!r}"
+                insert_ignore(self.conn, dispatch_decisions, {
+                    "recommendation_id": row.id, "account_name": self.account_name, "run_id": run_id,
+                    "status": REJECTED, "reason_code": "recommendation_stale",
+                    "reason_detail": f"age={age} {detail}", "claimed_at": now, "decided_at": now,
+                }, ("recommendation_id", "account_name"))
+                decided.add(row.id)
         return len(rows)
 
-    def may_have_claims(self, *, now: dt.datetime, ttl: dt.timedelta) -> bool:
-        """Whether :meth:`reject_stale` or :meth:`claim` could find anything at ``now``: this account
-        has not decided a recommendation created within the :data:`CLAIM_HORIZON` (or one whose
-        ``created_at`` is not a time this check can compare), or holds a ``processing`` claim older
-        than ``ttl`` without an order. False lets an idle run skip both.
+    UNDECIDED_READ = (dispatch_decisions,)
+    """What the remembered undecided recommendations depend on besides recommendations: which
+    recommendations this account has a decision on, not the decisions' status."""
+    PROCESSING_READ = (dispatch_decisions, _DecisionStatus, dispatch_executions)
+
+    @contextmanager
+    def _deciding(self, now: dt.datetime) -> Iterator[set[int]]:
+        """Around INSERTs of this account's decisions on the recommendation ids the caller adds to
+        the yielded set: inside a unit of work they are counted as one write, and the remembered
+        undecided recommendations of ``now``'s horizon lose those ids instead of being read again
+        (the caller's exact account of what the INSERTs changed). Every other read of decisions is
+        read again."""
+        cache = cache_of(self.conn)
+        decided: set[int] = set()
+        if cache is None:
+            yield decided
+            return
+        with cache.silenced():
+            yield decided
+        deps = tuple((self.account_name, t.name) for t in self.UNDECIDED_READ) + ((None, recommendations.name),)
+        cache.wrote_and_patch((self.account_name, "undecided_since", _anchor(now)), deps,
+                              (self.account_name, dispatch_decisions.name),
+                              lambda rows: tuple(r for r in rows if r.id not in decided))
+
+    def may_have_claims(self, *, now: dt.datetime, ttl: dt.timedelta, cutoff: dt.datetime | None = None) -> ClaimOutlook:
+        """What :meth:`reject_stale` (with ``cutoff``) and :meth:`claim` could find at ``now``: this
+        account has not decided a recommendation created within the :data:`CLAIM_HORIZON` before
+        ``cutoff`` (stale) or from it to ``now`` (fresh), or holds a ``processing`` claim older than
+        ``ttl`` without an order (stuck). A recommendation whose ``created_at`` this check cannot
+        compare, or that equals a bound, counts on both sides; without ``cutoff`` every undecided one
+        does. A false part lets the run skip that query: it could only return nothing.
 
         The two reads do not depend on ``now`` within a UTC day, so a unit of work answers them
-        from its cache until a recommendation or a decision of this account is written.
+        from its cache until a recommendation is written, or a decision of this account is (this
+        account's own new decisions are taken out of the remembered undecided ones, see
+        :meth:`_deciding`).
         """
-        anchor = dt.datetime.combine((now - CLAIM_HORIZON).astimezone(dt.UTC).date(), dt.time(0), dt.UTC)
+        anchor = _anchor(now)
         rc, d = recommendations.c, dispatch_decisions
         undecided_since = self.scope.prepared(("undecided_since",), lambda: (
             select(rc.id, _raw(rc.created_at)).where(rc.created_at >= bindparam("anchor"), self._undecided())))
-        undecided = self._cached(("undecided_since", anchor), (d,), lambda: tuple(
+        undecided = self._cached(("undecided_since", anchor), self.UNDECIDED_READ, lambda: tuple(
             self.conn.execute(undecided_since, {"anchor": anchor}).all()), shared=(recommendations,))
+        stale = fresh = False
         for row in undecided:
             created = _comparable_time(row.created_at)
-            if created is None or now - CLAIM_HORIZON <= created <= now:
-                return True
-        processing = self._cached(("processing_claims",), (d, dispatch_executions), lambda: tuple(self.conn.execute(
+            if created is None:
+                stale = fresh = True
+            elif now - CLAIM_HORIZON <= created <= now:
+                stale |= cutoff is None or created <= cutoff
+                fresh |= cutoff is None or created >= cutoff
+            if stale and fresh:
+                break
+        processing = self._cached(("processing_claims",), self.PROCESSING_READ, lambda: tuple(self.conn.execute(
             self.scope.prepared(("processing_claims",), lambda: self.scope.select(d, d.c.claimed_at)
                                 .where(d.c.status == "processing", self._without_execution()))).all()))
-        return any(row.claimed_at < now - ttl for row in processing)
+        return ClaimOutlook(stale, fresh, any(row.claimed_at < now - ttl for row in processing))
 
     def _without_execution(self):  # noqa: ANN202 - a SQL expression
         e = dispatch_executions
@@ -379,8 +439,8 @@ class AccountRepository:
             d, self.scope.delete(d).where(d.c.run_id.in_(list(run_ids)), d.c.status == "processing", self._without_execution())
         ).rowcount
 
-    def claim(self, *, run_id: str, now: dt.datetime, limit: int,
-              ttl: dt.timedelta) -> list[Recommendation | InvalidRecommendation]:
+    def claim(self, *, run_id: str, now: dt.datetime, limit: int, ttl: dt.timedelta,
+              stuck: bool = True) -> list[Recommendation | InvalidRecommendation]:
         """Claim up to ``limit`` recommendations for this account, oldest first, each validated
         (:func:`~ops_pipeline.domain.recommendations.parse_recommendation`): a bad row comes back
         as an :class:`InvalidRecommendation` for the caller to decide, never as an exception.
@@ -388,29 +448,35 @@ class AccountRepository:
         A recommendation is claimable when this account has no decision on it, or its claim is
         still ``processing``, older than ``ttl`` and without an order (a run that hung). Claims are
         per account: another account's decision never hides a recommendation from this one.
+        ``stuck=False`` skips looking for hung claims (:meth:`may_have_claims` found none).
         """
         d, rc = dispatch_decisions, recommendations.c
-        stuck = list(self.conn.execute(self.scope.prepared(("stuck_claims",), lambda: (
+        hung = list(self.conn.execute(self.scope.prepared(("stuck_claims",), lambda: (
             self.scope.select(d, d.c.recommendation_id)
             .where(d.c.status == "processing", d.c.claimed_at < bindparam("stale_before"), self._without_execution())
             .order_by(d.c.recommendation_id).limit(bindparam("limit")))),
-            {"stale_before": now - ttl, "limit": limit}).scalars())
-        if stuck:
-            self._write(d, self.scope.update(d).where(d.c.recommendation_id.in_(stuck), d.c.status == "processing")
+            {"stale_before": now - ttl, "limit": limit}).scalars()) if stuck else []
+        if hung:
+            self._write(d, self.scope.update(d).where(d.c.recommendation_id.in_(hung), d.c.status == "processing")
                         .values(run_id=run_id, claimed_at=now))
         fresh = self.conn.execute(self.scope.prepared(("claimable",), lambda: (
             select(*(_raw(rc[name]) for name in RECOMMENDATION_COLUMNS))
             .where(rc.created_at >= bindparam("since"), rc.created_at <= bindparam("now"), self._undecided())
             .order_by(rc.created_at, rc.id).limit(bindparam("limit")))),
-            {"since": now - CLAIM_HORIZON, "now": now, "limit": max(0, limit - len(stuck))}).mappings().all()
-        rows = [row for row in fresh if insert_ignore(self.conn, d, {
-            "recommendation_id": row["id"], "account_name": self.account_name, "run_id": run_id,
-            "status": "processing", "claimed_at": now,
-        }, ("recommendation_id", "account_name"))]
-        if stuck:
+            {"since": now - CLAIM_HORIZON, "now": now, "limit": max(0, limit - len(hung))}).mappings().all()
+        rows = []
+        with self._deciding(now) as decided:
+            for row in fresh:
+                if insert_ignore(self.conn, d, {
+                    "recommendation_id": row["id"], "account_name": self.account_name, "run_id": run_id,
+                    "status": "processing", "claimed_at": now,
+                }, ("recommendation_id", "account_name")):
+                    rows.append(row)
+                decided.add(row["id"])
+        if hung:
             rows += self.conn.execute(prepared(("claimed_recommendations",), lambda: (
                 select(*(_raw(rc[name]) for name in RECOMMENDATION_COLUMNS))
-                .where(rc.id.in_(bindparam("ids", expanding=True))))), {"ids": stuck}).mappings().all()
+                .where(rc.id.in_(bindparam("ids", expanding=True))))), {"ids": hung}).mappings().all()
         parsed = [parse_recommendation(r) for r in sorted(rows, key=lambda r: r["id"])]
         return sorted(parsed, key=lambda p: (p.created_at, p.id) if isinstance(p, Recommendation) else (now, p.id or 0))
 
@@ -424,7 +490,8 @@ class AccountRepository:
                quality_score: float | None = None, contracts: int | None = None) -> None:
         self._update(dispatch_decisions, "recommendation_id", recommendation_id, {
             "status": status, "reason_code": reason_code, "reason_detail": detail, "decided_at": now,
-            "option_symbol": option_symbol, "quality_score": quality_score, "contracts": contracts})
+            "option_symbol": option_symbol, "quality_score": quality_score, "contracts": contracts},
+            announced_as=DECISION_STATUS)
 
     # --- executions ---------------------------------------------------------------------------
     def create_execution(self, values: dict[str, Any]) -> int:
@@ -641,6 +708,12 @@ class AccountRepository:
 
 
 _SQLITE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?")
+
+
+def _anchor(now: dt.datetime) -> dt.datetime:
+    """Midnight UTC of the day :data:`CLAIM_HORIZON` before ``now``: the lower bound of the
+    undecided recommendations a unit of work remembers for a whole UTC day."""
+    return dt.datetime.combine((now - CLAIM_HORIZON).astimezone(dt.UTC).date(), dt.time(0), dt.UTC)
 
 
 def _comparable_time(raw: object) -> dt.datetime | None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Delete, Insert, Select, Table, Update, delete, insert, select, update
+from sqlalchemy.sql.util import find_tables
 
 from ops_pipeline.adapters.db.tables import ACCOUNT_SCOPED
 
@@ -23,13 +24,26 @@ than running it, and a statement object reused keeps the cache key SQLAlchemy wo
 compute again at every execution."""
 
 
+_READS: dict[int, tuple[Any, frozenset[str]]] = {}
+"""id of a prepared statement → (the statement, the names of the tables it reads)."""
+
+
 def prepared(key: tuple[Hashable, ...], build: Callable[[], S]) -> S:
     """The statement ``build()`` returns, built on the first call with ``key`` and reused after.
     Whatever changes between executions must be a ``bindparam`` in it, never a value baked in."""
     stmt = _PREPARED.get(key)
     if stmt is None:
         stmt = _PREPARED[key] = build()
+        tables = find_tables(stmt, check_columns=True, include_aliases=True, include_joins=True)  # type: ignore[arg-type]
+        _READS[id(stmt)] = (stmt, frozenset(t.name for t in tables if isinstance(t, Table)))
     return stmt
+
+
+def tables_read(statement: object) -> frozenset[str] | None:
+    """The tables a statement built by :func:`prepared` names anywhere (FROM, joins, sub-queries);
+    None for any other statement (what it reads is not known without walking it)."""
+    found = _READS.get(id(statement))
+    return found[1] if found is not None and found[0] is statement else None
 
 
 class AccountScope:
