@@ -1,6 +1,7 @@
-"""The replay's unit of work (one transaction per simulated minute, reads cached until the rows they
-read change) must write exactly what plain transactions write, see every write however it was
-made, and lose a failed minute whole. On SQLite and PostgreSQL, with the real services."""
+"""The replay's unit of work (one transaction until its commit — the replay commits at each
+session's close, these scenarios every minute — reads cached until the rows they read change)
+must write exactly what plain transactions write, see every write however it was made, and lose
+what failed since the last commit whole. On SQLite and PostgreSQL, with the real services."""
 
 from __future__ import annotations
 
@@ -171,10 +172,16 @@ def test_the_run_lock_is_reentrant_in_its_thread_and_exclusive_across_threads(sq
 
 def test_write_behind_rows_are_read_back_at_once_and_only_on_an_empty_database(sqlite_db):
     """A buffered run row is in the database for the next statement of the unit; a database that
-    already has runs gets no buffer (its run ids are not all known)."""
+    already has runs gets no buffer (its run ids are not all known), one that has decisions buffers
+    none of them."""
     now = dt.datetime(2026, 3, 16, 16, 0, tzinfo=dt.UTC)
+    rig = Rig(sqlite_db, account_config("large-100k"))
+    rig.recommend(0)
+    with sqlite_db.transaction() as conn:
+        assert len(AccountRepository(conn, "tiny-1k").claim(run_id="r", now=rig.clock.now(), limit=1,
+                                                            ttl=dt.timedelta(minutes=5))) == 1
     with sqlite_db.unit_of_work(write_behind=True) as uow:
-        assert uow.write_behind is not None
+        assert uow.write_behind is not None and not uow.write_behind.buffers_decisions
         with sqlite_db.transaction() as conn:
             repo = AccountRepository(conn, "large-100k")
             first = repo.start_run("run-a", "dispatcher", now, 1)
@@ -281,11 +288,10 @@ def test_an_account_claiming_fewer_than_wait_claims_the_rest_without_reading_the
     time claims the next at each run, oldest first, and none is forgotten."""
     rig = Rig(any_db, account_config("large-100k", ticker_cooldown_minutes=0, max_signals_per_run=1,
                                      lookback_window_minutes=30, max_trades_per_ticker_per_day=10))
-    for ticker in ("SPY", "QQQ", "IWM"):
+    for ticker in ("IWM", "DIA", "XLF"):  # no quotes: each is claimed, then rejected (no contract)
         rig.recommend(0, ticker)
-    undecided_reads: list[str] = []
-    event.listen(any_db.engine, "before_cursor_execute", lambda _c, _k, sql, *_a: undecided_reads.append(sql)
-                 if "recommendations.created_at >=" in " ".join(sql.split()) and "LIMIT" not in sql.upper() else None)
+    statements: list[str] = []
+    event.listen(any_db.engine, "before_cursor_execute", lambda _c, _k, sql, *_a: statements.append(" ".join(sql.split())))
     with any_db.unit_of_work(write_behind=True):
         claimed = []
         for _ in range(4):
@@ -294,4 +300,54 @@ def test_an_account_claiming_fewer_than_wait_claims_the_rest_without_reading_the
             rig.advance(1)
     assert claimed == [1, 1, 1, 0]
     assert [d.recommendation_id for d in rig.rows(dispatch_decisions, "large-100k")] == [1, 2, 3]
-    assert len(undecided_reads) == 1
+    undecided = [s for s in statements if "recommendations.created_at >=" in s and "LIMIT" not in s.upper()]
+    processing = [s for s in statements if s.startswith("SELECT dispatch_decisions.recommendation_id, dispatch_decisions.claimed_at")]
+    assert (len(undecided), len(processing)) == (1, 1)  # both patched by each claim and decision, never read again
+
+
+def test_a_claim_and_its_decision_are_one_insert_written_before_any_read_of_decisions(any_db):
+    """With write-behind on a database without decisions, a run's claims wait in the buffer, take
+    their decisions there, and reach the database as one INSERT, in claim order, before anything
+    reads decisions."""
+    rig = Rig(any_db, account_config("large-100k", ticker_cooldown_minutes=0))
+    statements: list[str] = []
+    event.listen(any_db.engine, "before_cursor_execute", lambda _c, _k, sql, *_a: statements.append(" ".join(sql.split())))
+    with any_db.unit_of_work(write_behind=True) as uow:
+        buffer = uow.write_behind
+        assert buffer is not None and buffer.buffers_decisions
+        rig.recommend(0, "IWM")
+        assert rig.dispatcher("large-100k").run().claimed == 1  # the account's reads are remembered from here
+        rig.advance(1)
+        rig.recommend(1, "DIA")
+        rig.recommend(1)
+        statements.clear()
+        assert rig.dispatcher("large-100k").run().claimed == 2
+        assert not [s for s in statements if "dispatch_decisions" in s and not s.startswith("SELECT")]
+        assert [(k[0], r["status"]) for k, r in buffer.decisions.items()] == [(2, "rejected"), (3, "executed")]
+        with any_db.read() as conn:  # a read that may see decisions: written first
+            rows = conn.execute(select(dispatch_decisions.c.id, dispatch_decisions.c.recommendation_id,
+                                       dispatch_decisions.c.status).order_by(dispatch_decisions.c.id)).all()
+        assert [tuple(r) for r in rows] == [(1, 1, "rejected"), (2, 2, "rejected"), (3, 3, "executed")]
+        assert len([s for s in statements if s.startswith("INSERT INTO dispatch_decisions")]) == 1
+        assert not [s for s in statements if s.startswith("UPDATE dispatch_decisions")]
+
+
+def test_a_claim_left_processing_is_found_stuck_from_the_remembered_reads(any_db):
+    """The remembered processing claims gain a new claim and lose it when it is decided, exactly as
+    reading them again would say: a claim never decided is found stuck once its time to live is
+    over, and a decided one never is."""
+    rig = Rig(any_db, account_config("tiny-1k"))
+    rig.recommend(0)
+    ttl, now = dt.timedelta(minutes=5), rig.clock.now()
+    late = now + ttl + dt.timedelta(minutes=1)
+    with any_db.unit_of_work(write_behind=True) as uow, any_db.transaction() as conn:
+        repo = AccountRepository(conn, "tiny-1k")
+        assert repo.may_have_claims(now=now, ttl=ttl).fresh
+        (claim,) = repo.claim(run_id="r1", now=now, limit=5, ttl=ttl)
+        misses = uow.cache.misses
+        assert not repo.may_have_claims(now=now, ttl=ttl)
+        outlook = repo.may_have_claims(now=late, ttl=ttl)
+        assert (outlook.fresh, outlook.stuck) == (False, True)
+        repo.decide(claim.id, now=now, status="rejected", reason_code="test")
+        assert not repo.may_have_claims(now=late, ttl=ttl)
+        assert uow.cache.misses == misses  # all of it from the patched reads

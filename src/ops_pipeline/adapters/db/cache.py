@@ -68,12 +68,19 @@ class ReadCache:
         """Count a write to ``written`` and, if the read under ``key`` (which depends on ``tables``)
         was current until now, keep it as ``patch(value)`` — the caller's exact account of what the
         write changed — instead of reading it again. Other reads of ``written`` are dropped as usual."""
-        entry = self._entries.get(key)
-        current = entry is not None and entry[0] == self._stamp(tables)
+        self.wrote_and_patch_all(written, [(key, tables, patch)])
+
+    def wrote_and_patch_all(self, written: tuple[str | None, str],
+                            patches: list[tuple[Hashable, tuple[tuple[str | None, str], ...], Callable[[Any], Any]]]) -> None:
+        """:meth:`wrote_and_patch` of one write for several reads ``(key, tables, patch)``."""
+        current = []
+        for key, tables, patch in patches:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == self._stamp(tables):
+                current.append((key, tables, patch, entry[1]))
         self.wrote(*written)
-        if current:
-            assert entry is not None
-            self._entries[key] = (self._stamp(tables), patch(entry[1]))
+        for key, tables, patch, value in current:
+            self._entries[key] = (self._stamp(tables), patch(value))
 
     @contextmanager
     def silenced(self):  # noqa: ANN201 - a context manager

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, func, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
@@ -132,15 +132,39 @@ class WriteBehind:
     """
 
     BUFFERED = (dispatch_runs, account_equity_snapshots)
-    TABLES = frozenset(t.name for t in BUFFERED) | {active_positions.name}
+    TABLES = frozenset(t.name for t in BUFFERED) | {active_positions.name, dispatch_decisions.name}
 
-    def __init__(self) -> None:
+    def __init__(self, *, decisions: bool = False) -> None:
         self.pending: list[tuple[str, dict]] = []
         self.runs: dict[str, dict] = {}
         self.run_ids: set[str] = set()
         self.snapshot_keys: set[tuple[str, object]] = set()
         self.marks: dict[tuple[str, int], dict] = {}
         """(account, position id) → the columns of its newest mark."""
+        self.buffers_decisions = decisions
+        """Whether decisions are buffered: only on a database that had none when the unit began."""
+        self.decisions: dict[tuple[int, str], dict] = {}
+        """(recommendation id, account) → a decision not yet inserted, in the order written."""
+        self.decided: set[tuple[int, str]] = set()
+        """Every (recommendation id, account) decided in this unit: the unique key's conflicts."""
+
+    def add_decision(self, row: dict) -> bool:
+        """Buffer a new decision row; False if the account has one on that recommendation (as
+        ``ON CONFLICT DO NOTHING`` on the unique key would decide)."""
+        key = (row["recommendation_id"], row["account_name"])
+        if key in self.decided:
+            return False
+        self.decided.add(key)
+        self.decisions[key] = row
+        return True
+
+    def update_decision(self, recommendation_id: int, account_name: str, values: dict) -> bool:
+        """Put ``values`` into a decision still buffered; False if it was inserted already."""
+        row = self.decisions.get((recommendation_id, account_name))
+        if row is None:
+            return False
+        row.update(values)
+        return True
 
     def mark(self, account_name: str, position_id: int, values: dict) -> None:
         """Buffer one position's mark (a later one for the same position replaces what it sets)."""
@@ -173,19 +197,23 @@ class WriteBehind:
         """Insert every buffered row, table by table in the order written (executemany per set of
         columns), then write the marks."""
         self.flush_marks(conn)
+        self.flush_decisions(conn)
         if not self.pending:
             return
         pending, self.pending = self.pending, []
         self.runs.clear()
         for table in self.BUFFERED:
-            rows = [row for name, row in pending if name == table.name]
-            start = 0
-            while start < len(rows):
-                end = start
-                while end < len(rows) and rows[end].keys() == rows[start].keys():
-                    end += 1
-                conn.execute(table.insert(), rows[start:end])
-                start = end
+            _insert_in_order(conn, table, [row for name, row in pending if name == table.name])
+
+    def flush_decisions(self, conn: Connection) -> None:
+        """Insert the buffered decisions in the order they were written (their ids as if each had
+        been inserted at once). They were counted by the read cache when buffered."""
+        if not self.decisions:
+            return
+        rows, self.decisions = list(self.decisions.values()), {}
+        cache = cache_of(conn)
+        with cache.silenced() if cache is not None else nullcontext():
+            _insert_in_order(conn, dispatch_decisions, rows)
 
     def flush_marks(self, conn: Connection) -> None:
         """Write the buffered marks: per account and set of columns, one executemany UPDATE by id.
@@ -207,6 +235,17 @@ class WriteBehind:
                     .values({c: bindparam(f"_v_{c}") for c in columns}))), rows)
 
 
+def _insert_in_order(conn: Connection, table: Table, rows: list[dict]) -> None:
+    """INSERT ``rows`` in their order: one executemany per run of rows with the same columns."""
+    start = 0
+    while start < len(rows):
+        end = start
+        while end < len(rows) and rows[end].keys() == rows[start].keys():
+            end += 1
+        conn.execute(table.insert(), rows[start:end])
+        start = end
+
+
 class _FlushingConnection:
     """The unit of work's connection as the blocks see it: a statement that may touch the
     write-behind buffer's tables flushes it first (see :class:`WriteBehind`)."""
@@ -217,19 +256,24 @@ class _FlushingConnection:
 
     def execute(self, statement, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - Connection.execute
         buffer = self._buffer
-        if buffer.pending or buffer.marks:
+        if buffer.pending or buffer.marks or buffer.decisions:
             if getattr(statement, "is_dml", False):
                 table = getattr(getattr(statement, "table", None), "name", None)
                 if table == active_positions.name:
                     buffer.flush_marks(self._conn)  # a close's unrealized_pnl = NULL must land after the mark
+                elif table == dispatch_decisions.name:
+                    buffer.flush_decisions(self._conn)
                 elif table in WriteBehind.TABLES:
                     buffer.flush(self._conn)
             elif getattr(statement, "is_select", False):
-                # A read that may see positions sees every mark first. Only the statements built
-                # once (scope.prepared) say what they read; any other read flushes the marks.
+                # A read that may see positions or decisions sees every mark and decision first.
+                # Only the statements built once (scope.prepared) say what they read; any other
+                # read flushes both.
                 reads = tables_read(statement)
                 if reads is None or active_positions.name in reads:
                     buffer.flush_marks(self._conn)
+                if reads is None or dispatch_decisions.name in reads:
+                    buffer.flush_decisions(self._conn)
             else:  # SQL text, or anything else
                 buffer.flush(self._conn)
         return self._conn.execute(statement, *args, **kwargs)
@@ -433,9 +477,11 @@ class Database:
         with self.engine.connect() as conn:
             buffer = None
             if write_behind:
-                empty = all(conn.execute(select(func.count()).select_from(t)).scalar_one() == 0
-                            for t in WriteBehind.BUFFERED)
-                buffer = WriteBehind() if empty else None
+                def empty(table: Table) -> bool:
+                    return conn.execute(select(func.count()).select_from(table)).scalar_one() == 0
+
+                buffer = WriteBehind(decisions=empty(dispatch_decisions)) if all(
+                    empty(t) for t in WriteBehind.BUFFERED) else None
             uow = UnitOfWork(conn, buffer)
             conn.info[CACHE_KEY] = uow.cache
             if buffer is not None:

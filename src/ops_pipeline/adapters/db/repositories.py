@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, exists, func, literal_column, or_, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -72,6 +72,22 @@ reads of which recommendations this account has decided standing."""
 
 class _DecisionStatus:
     name = DECISION_STATUS
+
+
+@dataclass(slots=True)
+class _Decided:
+    """What a block of decision INSERTs did (see ``AccountRepository._deciding``): the
+    recommendations now decided, and those of them inserted as ``processing`` claims."""
+
+    ids: set[int] = field(default_factory=set)
+    claimed: list[int] = field(default_factory=list)
+
+
+class _Claim(NamedTuple):
+    """A processing claim as the remembered read of them holds it."""
+
+    recommendation_id: int
+    claimed_at: dt.datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,8 +290,7 @@ class AccountRepository:
         cache = cache_of(self.conn)
         if cache is None:
             return load()
-        deps = tuple((self.account_name, t.name) for t in tables) + tuple((None, t.name) for t in shared)
-        return cache.get((self.account_name, *key), deps, load)
+        return cache.get((self.account_name, *key), self._deps(tables, *shared), load)
 
     # --- runs ---------------------------------------------------------------------------------
     def _write_behind(self) -> WriteBehind | None:
@@ -359,13 +374,25 @@ class AccountRepository:
                     age = f"{(now - _aware(row.created_at)).total_seconds() / 60:.1f}min"
                 except (TypeError, ValueError):
                     age = f"{row.created_at!r}"
-                insert_ignore(self.conn, dispatch_decisions, {
+                self._insert_decision({
                     "recommendation_id": row.id, "account_name": self.account_name, "run_id": run_id,
                     "status": REJECTED, "reason_code": "recommendation_stale",
                     "reason_detail": f"age={age} {detail}", "claimed_at": now, "decided_at": now,
-                }, ("recommendation_id", "account_name"))
-                decided.add(row.id)
+                })
+                decided.ids.add(row.id)
         return len(rows)
+
+    def _insert_decision(self, row: dict[str, Any]) -> bool:
+        """INSERT one decision of this account unless it has one on that recommendation; True if
+        inserted. Inside a write-behind unit of work on a database that had no decision, the row
+        waits in the buffer (:class:`~ops_pipeline.adapters.db.database.WriteBehind`): its
+        decision (:meth:`decide`) is put into it, and the two become one INSERT."""
+        buffer = self._write_behind()
+        if buffer is None or not buffer.buffers_decisions:
+            return insert_ignore(self.conn, dispatch_decisions, row, ("recommendation_id", "account_name"))
+        _columns(dispatch_decisions, row)
+        self._wrote(dispatch_decisions)
+        return buffer.add_decision(row)
 
     UNDECIDED_READ = (dispatch_decisions,)
     """What the remembered undecided recommendations depend on besides recommendations: which
@@ -373,23 +400,31 @@ class AccountRepository:
     PROCESSING_READ = (dispatch_decisions, _DecisionStatus, dispatch_executions)
 
     @contextmanager
-    def _deciding(self, now: dt.datetime) -> Iterator[set[int]]:
-        """Around INSERTs of this account's decisions on the recommendation ids the caller adds to
-        the yielded set: inside a unit of work they are counted as one write, and the remembered
-        undecided recommendations of ``now``'s horizon lose those ids instead of being read again
-        (the caller's exact account of what the INSERTs changed). Every other read of decisions is
-        read again."""
+    def _deciding(self, now: dt.datetime) -> Iterator[_Decided]:
+        """Around INSERTs of this account's decisions at ``now``; the caller names in the yielded
+        :class:`_Decided` the recommendations decided and the processing claims inserted. Inside a
+        unit of work the INSERTs are counted as one write, and the remembered reads are patched with
+        the caller's exact account of what they changed instead of being read again: the undecided
+        recommendations of ``now``'s horizon lose the decided ones, the processing claims gain the
+        new ones. Every other read of decisions is read again."""
         cache = cache_of(self.conn)
-        decided: set[int] = set()
+        decided = _Decided()
         if cache is None:
             yield decided
             return
         with cache.silenced():
             yield decided
-        deps = tuple((self.account_name, t.name) for t in self.UNDECIDED_READ) + ((None, recommendations.name),)
-        cache.wrote_and_patch((self.account_name, "undecided_since", _anchor(now)), deps,
-                              (self.account_name, dispatch_decisions.name),
-                              lambda rows: tuple(r for r in rows if r.id not in decided))
+        claimed_at = _as_read(dispatch_decisions.c.claimed_at, now)
+        cache.wrote_and_patch_all((self.account_name, dispatch_decisions.name), [
+            ((self.account_name, "undecided_since", _anchor(now)), self._deps(self.UNDECIDED_READ, recommendations),
+             lambda rows: tuple(r for r in rows if r.id not in decided.ids)),
+            ((self.account_name, "processing_claims"), self._deps(self.PROCESSING_READ),
+             lambda rows: rows + tuple(_Claim(i, claimed_at) for i in decided.claimed)),
+        ])
+
+    def _deps(self, tables: tuple[Any, ...], *shared: Any) -> tuple[tuple[str | None, str], ...]:  # noqa: ANN401
+        """The cache dependencies of a read of this account's ``tables`` and the ``shared`` ones."""
+        return tuple((self.account_name, t.name) for t in tables) + tuple((None, t.name) for t in shared)
 
     def may_have_claims(self, *, now: dt.datetime, ttl: dt.timedelta, cutoff: dt.datetime | None = None) -> ClaimOutlook:
         """What :meth:`reject_stale` (with ``cutoff``) and :meth:`claim` could find at ``now``: this
@@ -421,7 +456,7 @@ class AccountRepository:
             if stale and fresh:
                 break
         processing = self._cached(("processing_claims",), self.PROCESSING_READ, lambda: tuple(self.conn.execute(
-            self.scope.prepared(("processing_claims",), lambda: self.scope.select(d, d.c.claimed_at)
+            self.scope.prepared(("processing_claims",), lambda: self.scope.select(d, d.c.recommendation_id, d.c.claimed_at)
                                 .where(d.c.status == "processing", self._without_execution()))).all()))
         return ClaimOutlook(stale, fresh, any(row.claimed_at < now - ttl for row in processing))
 
@@ -467,12 +502,13 @@ class AccountRepository:
         rows = []
         with self._deciding(now) as decided:
             for row in fresh:
-                if insert_ignore(self.conn, d, {
+                if self._insert_decision({
                     "recommendation_id": row["id"], "account_name": self.account_name, "run_id": run_id,
                     "status": "processing", "claimed_at": now,
-                }, ("recommendation_id", "account_name")):
+                }):
                     rows.append(row)
-                decided.add(row["id"])
+                    decided.claimed.append(row["id"])
+                decided.ids.add(row["id"])
         if hung:
             rows += self.conn.execute(prepared(("claimed_recommendations",), lambda: (
                 select(*(_raw(rc[name]) for name in RECOMMENDATION_COLUMNS))
@@ -488,10 +524,17 @@ class AccountRepository:
     def decide(self, recommendation_id: int, *, now: dt.datetime, status: str, reason_code: str | None = None,
                detail: str | None = None, option_symbol: str | None = None,
                quality_score: float | None = None, contracts: int | None = None) -> None:
-        self._update(dispatch_decisions, "recommendation_id", recommendation_id, {
-            "status": status, "reason_code": reason_code, "reason_detail": detail, "decided_at": now,
-            "option_symbol": option_symbol, "quality_score": quality_score, "contracts": contracts},
-            announced_as=DECISION_STATUS)
+        values = {"status": status, "reason_code": reason_code, "reason_detail": detail, "decided_at": now,
+                  "option_symbol": option_symbol, "quality_score": quality_score, "contracts": contracts}
+        buffer = self._write_behind()
+        cache = cache_of(self.conn)
+        if buffer is None or not buffer.update_decision(recommendation_id, self.account_name, values):
+            with cache.silenced() if cache is not None else nullcontext():
+                self._update(dispatch_decisions, "recommendation_id", recommendation_id, values)
+        if cache is not None:  # the claim is no longer processing; which recommendations are decided is unchanged
+            cache.wrote_and_patch((self.account_name, "processing_claims"), self._deps(self.PROCESSING_READ),
+                                  (self.account_name, DECISION_STATUS),
+                                  lambda rows: tuple(r for r in rows if r.recommendation_id != recommendation_id))
 
     # --- executions ---------------------------------------------------------------------------
     def create_execution(self, values: dict[str, Any]) -> int:
@@ -612,7 +655,7 @@ class AccountRepository:
         def patch(rows: tuple[Any, ...]) -> tuple[Any, ...]:
             return tuple(MarkedRow(r, marks) if r.id == position_id else r for r in rows)
 
-        deps = tuple((self.account_name, t.name) for t in self.OPEN_POSITIONS_READ)
+        deps = self._deps(self.OPEN_POSITIONS_READ)
         cache.wrote_and_patch((self.account_name, "open_positions"), deps, (self.account_name, MARKS), patch)
 
     def record_outcome(self, values: dict[str, Any]) -> None:
