@@ -42,7 +42,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from ops_pipeline.adapters.db.cache import CACHE_KEY, ReadCache, cache_of
-from ops_pipeline.adapters.db.scope import AccountScope, tables_read
+from ops_pipeline.adapters.db.scope import ROW_ACCOUNT, prepared, tables_read, update_by_row_account
 from ops_pipeline.adapters.db.tables import (
     account_equity_snapshots,
     active_positions,
@@ -216,22 +216,22 @@ class WriteBehind:
             _insert_in_order(conn, dispatch_decisions, rows)
 
     def flush_marks(self, conn: Connection) -> None:
-        """Write the buffered marks: per account and set of columns, one executemany UPDATE by id.
-        They were counted by the read cache when buffered, so writing them invalidates nothing."""
+        """Write the buffered marks: per set of columns, one executemany UPDATE by account and id
+        (every account's marks in one statement). They were counted by the read cache when
+        buffered, so writing them invalidates nothing."""
         if not self.marks:
             return
         marks, self.marks = self.marks, {}
-        groups: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
+        groups: dict[tuple[str, ...], list[dict]] = {}
         for (account, position_id), values in marks.items():
             columns = tuple(sorted(values))
-            groups.setdefault((account, columns), []).append(
-                {"_id": position_id, **{f"_v_{c}": values[c] for c in columns}})
+            groups.setdefault(columns, []).append(
+                {ROW_ACCOUNT: account, "_id": position_id, **{f"_v_{c}": values[c] for c in columns}})
         cache = cache_of(conn)
         with cache.silenced() if cache is not None else nullcontext():
-            for (account, columns), rows in groups.items():
-                scope = AccountScope(account)
-                conn.execute(scope.prepared(("marks", columns), lambda scope=scope, columns=columns: (
-                    scope.update(active_positions).where(active_positions.c.id == bindparam("_id"))
+            for columns, rows in groups.items():
+                conn.execute(prepared(("marks", columns), lambda columns=columns: (
+                    update_by_row_account(active_positions).where(active_positions.c.id == bindparam("_id"))
                     .values({c: bindparam(f"_v_{c}") for c in columns}))), rows)
 
 

@@ -555,7 +555,8 @@ class AccountRepository:
         or sent and not yet filled, cancelled or expired at the broker."""
         e = dispatch_executions
         return list(self._cached(("unsettled_executions",), (e,), lambda: tuple(self.conn.execute(
-            self.scope.select(e).where(e.c.status.in_(UNSETTLED_EXECUTION_STATUSES)).order_by(e.c.id)).all())))
+            self.scope.prepared(("unsettled_executions",), lambda: self.scope.select(e).where(
+                e.c.status.in_(UNSETTLED_EXECUTION_STATUSES)).order_by(e.c.id))).all())))
 
     def exposure(self) -> ExposureState:
         """Open and closing positions plus live orders without a position yet."""
@@ -578,15 +579,15 @@ class AccountRepository:
     def trades_by_ticker(self, since: dt.datetime) -> tuple[dict[str, int], dict[str, dt.datetime]]:
         """Executions (not refused) per ticker since ``since``, and each ticker's latest trade ever."""
         e = dispatch_executions
-        placed = e.c.status.in_(LIVE_EXECUTION_STATUSES)
 
         def load() -> tuple[dict[str, int], dict[str, dt.datetime]]:
-            today = self.conn.execute(
-                self.scope.select(e, e.c.ticker, func.count()).where(placed, e.c.simulated_ts >= since).group_by(e.c.ticker)
-            ).all()
-            last = self.conn.execute(
-                self.scope.select(e, e.c.ticker, func.max(e.c.simulated_ts)).where(placed).group_by(e.c.ticker)
-            ).all()
+            today = self.conn.execute(self.scope.prepared(("trades_today",), lambda: (
+                self.scope.select(e, e.c.ticker, func.count())
+                .where(e.c.status.in_(LIVE_EXECUTION_STATUSES), e.c.simulated_ts >= bindparam("since"))
+                .group_by(e.c.ticker))), {"since": since}).all()
+            last = self.conn.execute(self.scope.prepared(("last_trades",), lambda: (
+                self.scope.select(e, e.c.ticker, func.max(e.c.simulated_ts))
+                .where(e.c.status.in_(LIVE_EXECUTION_STATUSES)).group_by(e.c.ticker)))).all()
             return {t: int(n) for t, n in today}, {t: _aware(ts) for t, ts in last}
 
         today, last = self._cached(("trades_by_ticker", since), (e,), load)
@@ -595,8 +596,9 @@ class AccountRepository:
     def realized_pnl_since(self, since: dt.datetime) -> Decimal:
         p = active_positions
         return self._cached(("realized_pnl_since", since), (p,), lambda: to_decimal(self.conn.execute(
-            self.scope.select(p, func.coalesce(func.sum(p.c.realized_pnl), 0))
-            .where(p.c.status == "closed", p.c.closed_at >= since)
+            self.scope.prepared(("realized_pnl_since",), lambda: self.scope.select(
+                p, func.coalesce(func.sum(p.c.realized_pnl), 0))
+                .where(p.c.status == "closed", p.c.closed_at >= bindparam("since"))), {"since": since}
         ).scalar_one()))
 
     # --- positions ----------------------------------------------------------------------------
@@ -625,8 +627,8 @@ class AccountRepository:
         """Positions whose close order was sent (or was about to be) and not yet recorded as filled."""
         p = active_positions
         ids = self._cached(("closing_position_ids",), (p,), lambda: tuple(self.conn.execute(
-            self.scope.select(p, p.c.id).where(p.c.status == "closing", p.c.close_client_order_id.is_not(None))
-        ).scalars()))
+            self.scope.prepared(("closing_position_ids",), lambda: self.scope.select(p, p.c.id).where(
+                p.c.status == "closing", p.c.close_client_order_id.is_not(None)))).scalars()))
         if not ids:  # the usual case, answered without a query while no position changes status
             return []
         return self.conn.execute(self.scope.select(p).where(p.c.id.in_(ids)).order_by(p.c.id)).all()
@@ -678,7 +680,8 @@ class AccountRepository:
         h = daily_loss_halts
 
         def load() -> DailyLossHalt | None:
-            row = self.conn.execute(self.scope.select(h).where(h.c.trading_date == trading_date)).first()
+            row = self.conn.execute(self.scope.prepared(("daily_loss_halt",), lambda: self.scope.select(h).where(
+                h.c.trading_date == bindparam("trading_date"))), {"trading_date": trading_date}).first()
             return None if row is None else DailyLossHalt(row.halted_at, row.day_pnl, row.realized_pnl, row.max_daily_loss)
 
         return self._cached(("daily_loss_halt", trading_date), (h,), load)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Delete, Insert, Select, Table, Update, delete, insert, select, update
+from sqlalchemy import ColumnElement, Delete, Insert, Select, Table, Update, bindparam, delete, insert, select, update
 from sqlalchemy.sql.util import find_tables
 
 from ops_pipeline.adapters.db.tables import ACCOUNT_SCOPED
@@ -46,6 +46,23 @@ def tables_read(statement: object) -> frozenset[str] | None:
     return found[1] if found is not None and found[0] is statement else None
 
 
+ROW_ACCOUNT = "_account"
+"""The parameter naming each row's account in :func:`update_by_row_account`."""
+
+
+def update_by_row_account(table: Table) -> Update:
+    """UPDATE ``table`` WHERE account_name = :_account: one statement executed with many rows of
+    several accounts, each parameter set naming its own (``ROW_ACCOUNT``); what the replay's
+    write-behind uses to write every account's marks at once."""
+    return update(_scoped(table)).where(table.c.account_name == bindparam(ROW_ACCOUNT))
+
+
+def _scoped(table: Table) -> Table:
+    if table.name not in ACCOUNT_SCOPED:
+        raise ValueError(f"{table.name} is not an account-scoped table")
+    return table
+
+
 class AccountScope:
     """Statement builders bound to one account."""
 
@@ -55,9 +72,7 @@ class AccountScope:
         self.account_name = account_name
 
     def _check(self, table: Table) -> Table:
-        if table.name not in ACCOUNT_SCOPED:
-            raise ValueError(f"{table.name} is not an account-scoped table")
-        return table
+        return _scoped(table)
 
     def prepared(self, key: tuple[Hashable, ...], build: Callable[[], S]) -> S:
         """:func:`prepared` for this account: ``build`` makes its statement with this scope."""
