@@ -351,3 +351,29 @@ def test_a_claim_left_processing_is_found_stuck_from_the_remembered_reads(any_db
         repo.decide(claim.id, now=now, status="rejected", reason_code="test")
         assert not repo.may_have_claims(now=late, ttl=ttl)
         assert uow.cache.misses == misses  # all of it from the patched reads
+
+
+def test_a_new_recommendation_joins_the_remembered_undecided_ones_exactly_as_read(any_db):
+    """Inside a unit of work a new recommendation is added, as the database returns it, to every
+    account's remembered undecided recommendations instead of making four accounts read them again:
+    the patched read equals reading again, value for value, and the claim takes it from there."""
+    rig = Rig(any_db, account_config("large-100k"), account_config("tiny-1k"))
+    rig.recommend(0)
+    statements: list[str] = []
+    event.listen(any_db.engine, "before_cursor_execute", lambda _c, _k, sql, *_a: statements.append(" ".join(sql.split())))
+    with any_db.unit_of_work(write_behind=True) as uow, any_db.transaction() as conn:
+        repos = [AccountRepository(conn, name) for name in ("large-100k", "tiny-1k")]
+        now, ttl = rig.clock.now() + dt.timedelta(minutes=3), dt.timedelta(minutes=5)
+        assert all(repo.may_have_claims(now=now, ttl=ttl).fresh for repo in repos)
+        for minute, ticker in ((1, "QQQ"), (2, "IWM")):
+            rig.recommend(minute, ticker)
+        statements.clear()
+        patched = [repo._undecided_rows(now) for repo in repos]
+        assert not statements  # nothing read again
+        uow.cache.forget()
+        again = [repo._undecided_rows(now) for repo in repos]
+        assert statements  # read from the database this time
+        for mine, read in zip(patched, again, strict=True):
+            assert sorted(tuple(r) for r in mine) == sorted(tuple(r) for r in read) and len(read) == 3
+        claimed = repos[0].claim(run_id="r", now=now, limit=2, ttl=ttl)
+        assert [c.id for c in claimed] == [1, 2] and [c.ticker for c in claimed] == ["SPY", "QQQ"]

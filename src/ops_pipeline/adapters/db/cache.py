@@ -34,6 +34,7 @@ class ReadCache:
     def __init__(self) -> None:
         self._generations: dict[tuple[str | None, str], int] = {}
         self._entries: dict[Hashable, tuple[tuple[int, ...], Any]] = {}
+        self._tagged: dict[str, dict[Hashable, tuple[tuple[str | None, str], ...]]] = {}
         self._announced = 0
         self._silent = 0
         self.hits = 0
@@ -43,9 +44,13 @@ class ReadCache:
         gens = self._generations
         return tuple(gens.get(t, 0) + gens.get((ALL, t[1]), 0) for t in tables)
 
-    def get(self, key: Hashable, tables: tuple[tuple[str | None, str], ...], load: Callable[[], T]) -> T:
+    def get(self, key: Hashable, tables: tuple[tuple[str | None, str], ...], load: Callable[[], T],
+            tag: str | None = None) -> T:
         """The value of ``load()`` remembered under ``key``, read again if any of ``tables``
-        (``(account_name or None, table name)``) was written since."""
+        (``(account_name or None, table name)``) was written since. ``tag`` files the key among
+        the reads of its kind (:meth:`tagged`), for a writer that patches all of them."""
+        if tag is not None:
+            self._tagged.setdefault(tag, {})[key] = tables
         stamp = self._stamp(tables)
         entry = self._entries.get(key)
         if entry is not None and entry[0] == stamp:
@@ -81,6 +86,18 @@ class ReadCache:
         self.wrote(*written)
         for key, tables, patch, value in current:
             self._entries[key] = (self._stamp(tables), patch(value))
+
+    def tagged(self, tag: str) -> list[tuple[Hashable, tuple[tuple[str | None, str], ...]]]:
+        """The keys (with their tables) of the current reads remembered with ``tag``. A read that
+        is no longer current never will be again (generations only grow): it is forgotten here, so
+        the list stays as short as the reads in use."""
+        keys = self._tagged.get(tag, {})
+        for key, tables in list(keys.items()):
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != self._stamp(tables):
+                del keys[key]
+                self._entries.pop(key, None)
+        return list(keys.items())
 
     @contextmanager
     def silenced(self):  # noqa: ANN201 - a context manager

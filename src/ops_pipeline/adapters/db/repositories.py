@@ -142,6 +142,9 @@ def _as_read(column: Any, value: Any) -> Any:  # noqa: ANN401 - a Column and its
     return value
 
 
+UNDECIDED = "undecided_since"
+"""The cache tag of every account's remembered undecided recommendations (keys end with their anchor)."""
+
 CLAIM_HORIZON = dt.timedelta(hours=24)
 """Recommendations older than this are not looked at: a run scans a day of rows, not the whole
 table. One this account never saw (it was not running) stays without a decision for it."""
@@ -184,8 +187,32 @@ class SharedRepository:
         self.conn = conn
 
     def add_recommendation(self, values: dict[str, Any]) -> bool:
-        """Store one recommendation; False if the same (source, ticker, bar, action) exists."""
-        return insert_ignore(self.conn, recommendations, values, ("source", "ticker", "bar_ts", "action"))
+        """Store one recommendation; False if the same (source, ticker, bar, action) exists.
+
+        Inside a unit of work the new row, as the database returns it (``RETURNING``), joins every
+        account's remembered undecided recommendations whose horizon it falls in, instead of making
+        them be read again (see :meth:`AccountRepository.may_have_claims`): nobody has decided it
+        yet. A ``created_at`` the database may not order as a time drops them instead.
+
+        Raises:
+            ValueError: ``values`` names a column the table does not have.
+        """
+        conflict = ("source", "ticker", "bar_ts", "action")
+        cache = cache_of(self.conn)
+        if cache is None:
+            return insert_ignore(self.conn, recommendations, values, conflict)
+        _columns(recommendations, values)
+        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
+        rc = recommendations.c
+        stmt = prepared(("add_recommendation", dialect.__name__), lambda: dialect.insert(recommendations)
+                        .on_conflict_do_nothing(index_elements=list(conflict))
+                        .returning(*(_raw(rc[name]) for name in RECOMMENDATION_COLUMNS)))
+        with cache.silenced():
+            row = self.conn.execute(stmt, values).first()
+        created = None if row is None else _orderable(row.created_at)
+        cache.wrote_and_patch_all((None, recommendations.name), [] if created is None else [
+            (key, tables, lambda rows: (*rows, row)) for key, tables in cache.tagged(UNDECIDED) if key[-1] <= created])
+        return row is not None
 
     def register_account(self, *, name: str, tier: str, initial_balance: Decimal, state: str,
                          notes: str, secret_name: str, now: dt.datetime) -> None:
@@ -284,13 +311,14 @@ class AccountRepository:
         with announce(self.conn, self.account_name, announced_as or table.name):
             self.conn.execute(stmt, {"_key": key, **{f"_v_{name}": v for name, v in values.items()}})
 
-    def _cached(self, key: tuple[Any, ...], tables: tuple[Any, ...], load: Any, *, shared: tuple[Any, ...] = ()) -> Any:  # noqa: ANN401
+    def _cached(self, key: tuple[Any, ...], tables: tuple[Any, ...], load: Any, *, shared: tuple[Any, ...] = (),  # noqa: ANN401
+                tag: str | None = None) -> Any:  # noqa: ANN401
         """``load()``, or inside a unit of work the value it gave while none of this account's rows
         of ``tables`` (nor the ``shared`` tables) changed (:mod:`~ops_pipeline.adapters.db.cache`)."""
         cache = cache_of(self.conn)
         if cache is None:
             return load()
-        return cache.get((self.account_name, *key), self._deps(tables, *shared), load)
+        return cache.get((self.account_name, *key), self._deps(tables, *shared), load, tag)
 
     # --- runs ---------------------------------------------------------------------------------
     def _write_behind(self) -> WriteBehind | None:
@@ -416,7 +444,7 @@ class AccountRepository:
             yield decided
         claimed_at = _as_read(dispatch_decisions.c.claimed_at, now)
         cache.wrote_and_patch_all((self.account_name, dispatch_decisions.name), [
-            ((self.account_name, "undecided_since", _anchor(now)), self._deps(self.UNDECIDED_READ, recommendations),
+            ((self.account_name, UNDECIDED, _anchor(now)), self._deps(self.UNDECIDED_READ, recommendations),
              lambda rows: tuple(r for r in rows if r.id not in decided.ids)),
             ((self.account_name, "processing_claims"), self._deps(self.PROCESSING_READ),
              lambda rows: rows + tuple(_Claim(i, claimed_at) for i in decided.claimed)),
@@ -439,14 +467,9 @@ class AccountRepository:
         account's own new decisions are taken out of the remembered undecided ones, see
         :meth:`_deciding`).
         """
-        anchor = _anchor(now)
-        rc, d = recommendations.c, dispatch_decisions
-        undecided_since = self.scope.prepared(("undecided_since",), lambda: (
-            select(rc.id, _raw(rc.created_at)).where(rc.created_at >= bindparam("anchor"), self._undecided())))
-        undecided = self._cached(("undecided_since", anchor), self.UNDECIDED_READ, lambda: tuple(
-            self.conn.execute(undecided_since, {"anchor": anchor}).all()), shared=(recommendations,))
+        d = dispatch_decisions
         stale = fresh = False
-        for row in undecided:
+        for row in self._undecided_rows(now):
             created = _comparable_time(row.created_at)
             if created is None:
                 stale = fresh = True
@@ -459,6 +482,18 @@ class AccountRepository:
             self.scope.prepared(("processing_claims",), lambda: self.scope.select(d, d.c.recommendation_id, d.c.claimed_at)
                                 .where(d.c.status == "processing", self._without_execution()))).all()))
         return ClaimOutlook(stale, fresh, any(row.claimed_at < now - ttl for row in processing))
+
+    def _undecided_rows(self, now: dt.datetime) -> tuple[Any, ...]:
+        """This account's undecided recommendations created since ``now``'s anchor (midnight UTC of
+        the day a :data:`CLAIM_HORIZON` before), every column raw; inside a unit of work remembered
+        for the UTC day and patched by this account's decisions and by new recommendations."""
+        anchor = _anchor(now)
+        rc = recommendations.c
+        undecided_since = self.scope.prepared(("undecided_since",), lambda: (
+            select(*(_raw(rc[name]) for name in RECOMMENDATION_COLUMNS))
+            .where(rc.created_at >= bindparam("anchor"), self._undecided())))
+        return self._cached((UNDECIDED, anchor), self.UNDECIDED_READ, lambda: tuple(
+            self.conn.execute(undecided_since, {"anchor": anchor}).all()), shared=(recommendations,), tag=UNDECIDED)
 
     def _without_execution(self):  # noqa: ANN202 - a SQL expression
         e = dispatch_executions
@@ -494,11 +529,14 @@ class AccountRepository:
         if hung:
             self._write(d, self.scope.update(d).where(d.c.recommendation_id.in_(hung), d.c.status == "processing")
                         .values(run_id=run_id, claimed_at=now))
-        fresh = self.conn.execute(self.scope.prepared(("claimable",), lambda: (
-            select(*(_raw(rc[name]) for name in RECOMMENDATION_COLUMNS))
-            .where(rc.created_at >= bindparam("since"), rc.created_at <= bindparam("now"), self._undecided())
-            .order_by(rc.created_at, rc.id).limit(bindparam("limit")))),
-            {"since": now - CLAIM_HORIZON, "now": now, "limit": max(0, limit - len(hung))}).mappings().all()
+        since, room = now - CLAIM_HORIZON, max(0, limit - len(hung))
+        fresh = self._remembered_claimable(since, now, room)
+        if fresh is None:
+            fresh = self.conn.execute(self.scope.prepared(("claimable",), lambda: (
+                select(*(_raw(rc[name]) for name in RECOMMENDATION_COLUMNS))
+                .where(rc.created_at >= bindparam("since"), rc.created_at <= bindparam("now"), self._undecided())
+                .order_by(rc.created_at, rc.id).limit(bindparam("limit")))),
+                {"since": since, "now": now, "limit": room}).mappings().all()
         rows = []
         with self._deciding(now) as decided:
             for row in fresh:
@@ -515,6 +553,22 @@ class AccountRepository:
                 .where(rc.id.in_(bindparam("ids", expanding=True))))), {"ids": hung}).mappings().all()
         parsed = [parse_recommendation(r) for r in sorted(rows, key=lambda r: r["id"])]
         return sorted(parsed, key=lambda p: (p.created_at, p.id) if isinstance(p, Recommendation) else (now, p.id or 0))
+
+    def _remembered_claimable(self, since: dt.datetime, now: dt.datetime, limit: int) -> list[Any] | None:
+        """Inside a unit of work, what the claim's query would return, from the remembered
+        undecided recommendations: created from ``since`` to ``now``, oldest first (then by id), at
+        most ``limit``. None outside one, or when a ``created_at`` there is not a value the
+        database orders as a time (the query decides then)."""
+        if cache_of(self.conn) is None:
+            return None
+        rows = []
+        for row in self._undecided_rows(now):
+            created = _orderable(row.created_at)
+            if created is None:
+                return None
+            if since <= created <= now:
+                rows.append((created, row.id, row._mapping))
+        return [mapping for _, _, mapping in sorted(rows, key=lambda r: (r[0], r[1]))[:limit]]
 
     def recommendation_created_at(self, recommendation_id: int) -> dt.datetime | None:
         """When a recommendation was written (only asked of recommendations that passed validation)."""
@@ -754,6 +808,21 @@ class AccountRepository:
 
 
 _SQLITE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?")
+
+
+_SQLITE_STORED_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
+
+
+def _orderable(raw: object) -> dt.datetime | None:
+    """A stored ``created_at`` as an aware UTC time when the database compares and orders it
+    exactly as that time: a timestamp (PostgreSQL), or SQLite text in the one format SQLAlchemy
+    writes (``YYYY-MM-DD HH:MM:SS.ffffff``, compared as text against bounds written the same
+    way); None otherwise."""
+    if isinstance(raw, dt.datetime):
+        return raw.replace(tzinfo=dt.UTC) if raw.tzinfo is None else raw.astimezone(dt.UTC)
+    if isinstance(raw, str) and _SQLITE_STORED_TIME.fullmatch(raw):
+        return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC)
+    return None
 
 
 def _anchor(now: dt.datetime) -> dt.datetime:
