@@ -42,8 +42,9 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from ops_pipeline.adapters.db.cache import CACHE_KEY, ReadCache, cache_of
-from ops_pipeline.adapters.db.scope import ROW_ACCOUNT, prepared, tables_read, update_by_row_account
+from ops_pipeline.adapters.db.scope import ROW_ACCOUNT, prepared, reads_of, update_by_row_account
 from ops_pipeline.adapters.db.tables import (
+    POSITION_MARK_COLUMNS,
     account_equity_snapshots,
     active_positions,
     dispatch_decisions,
@@ -117,18 +118,23 @@ class WriteBehind:
 
     Marks to market too (``current_price``, ``unrealized_pnl``, ``marked_at`` of open positions,
     written by every position-manager run): a position's newest mark replaces the one before, and
-    they are written as one UPDATE per account before any SELECT that may read positions, before
-    any write to ``active_positions``, before SQL text and at every commit. Nothing can read a
-    position without seeing its newest mark: the reads the repositories remember are patched with
-    it (:meth:`~ops_pipeline.adapters.db.cache.ReadCache.wrote_and_patch`), and every other read
-    goes to the database after the flush.
+    they are written as one UPDATE for every account before any SELECT that may read a mark column,
+    before any write to ``active_positions``, before SQL text and at every commit. Nothing can read
+    a position's mark without seeing the newest: the reads the repositories remember are patched
+    with it (:meth:`~ops_pipeline.adapters.db.cache.ReadCache.wrote_and_patch`), and every other
+    read goes to the database after the flush.
 
-    What flushes: a commit; SQL text; an INSERT, UPDATE or DELETE of runs or snapshots (everything),
-    or of ``active_positions`` (the marks, so a close's ``unrealized_pnl = NULL`` lands after them);
-    for runs and snapshots, the repository methods that read them (every account-scoped read is a
-    repository method, see :mod:`~ops_pipeline.adapters.db.scope`); for marks, any SELECT except
-    the statements built once (:func:`~ops_pipeline.adapters.db.scope.prepared`) that name no
-    ``active_positions`` anywhere (:func:`~ops_pipeline.adapters.db.scope.tables_read`).
+    Decisions too, on a database that had none when the unit began (``decisions=True``): a claim
+    waits here, takes its decision (:meth:`update_decision`), and both become one INSERT, in the
+    order written, before any SELECT that may read ``dispatch_decisions``.
+
+    What flushes: a commit; SQL text; an INSERT, UPDATE or DELETE of runs or snapshots (everything);
+    an UPDATE or DELETE of ``active_positions`` (the marks, so a close's ``unrealized_pnl = NULL``
+    lands after them); DML of ``dispatch_decisions`` (the decisions); for runs and snapshots, the repository methods that
+    read them (every account-scoped read is a repository method, see
+    :mod:`~ops_pipeline.adapters.db.scope`); for marks and decisions, any SELECT except the
+    statements built once (:func:`~ops_pipeline.adapters.db.scope.prepared`) that name no mark
+    column, or no ``dispatch_decisions``, anywhere (:func:`~ops_pipeline.adapters.db.scope.reads_of`).
     """
 
     BUFFERED = (dispatch_runs, account_equity_snapshots)
@@ -246,6 +252,9 @@ def _insert_in_order(conn: Connection, table: Table, rows: list[dict]) -> None:
         start = end
 
 
+_MARKED = frozenset(f"{active_positions.name}.{c}" for c in POSITION_MARK_COLUMNS)
+
+
 class _FlushingConnection:
     """The unit of work's connection as the blocks see it: a statement that may touch the
     write-behind buffer's tables flushes it first (see :class:`WriteBehind`)."""
@@ -260,19 +269,20 @@ class _FlushingConnection:
             if getattr(statement, "is_dml", False):
                 table = getattr(getattr(statement, "table", None), "name", None)
                 if table == active_positions.name:
-                    buffer.flush_marks(self._conn)  # a close's unrealized_pnl = NULL must land after the mark
+                    if not statement.is_insert:  # a new row has no mark waiting; a close's NULLs land after one
+                        buffer.flush_marks(self._conn)
                 elif table == dispatch_decisions.name:
                     buffer.flush_decisions(self._conn)
                 elif table in WriteBehind.TABLES:
                     buffer.flush(self._conn)
             elif getattr(statement, "is_select", False):
-                # A read that may see positions or decisions sees every mark and decision first.
+                # A read that may see a mark or a decision sees every mark and decision first.
                 # Only the statements built once (scope.prepared) say what they read; any other
                 # read flushes both.
-                reads = tables_read(statement)
-                if reads is None or active_positions.name in reads:
+                reads = reads_of(statement)
+                if reads is None or not reads.columns.isdisjoint(_MARKED):
                     buffer.flush_marks(self._conn)
-                if reads is None or dispatch_decisions.name in reads:
+                if reads is None or dispatch_decisions.name in reads.tables:
                     buffer.flush_decisions(self._conn)
             else:  # SQL text, or anything else
                 buffer.flush(self._conn)

@@ -24,6 +24,7 @@ from ops_pipeline.adapters.db.database import WRITE_BEHIND_KEY, WriteBehind
 from ops_pipeline.adapters.db.scope import AccountScope, prepared
 from ops_pipeline.adapters.db.tables import (
     ACCOUNT_SCOPED,
+    POSITION_MARK_COLUMNS,
     account_equity_snapshots,
     account_metadata,
     account_state_changes,
@@ -55,7 +56,7 @@ LIVE_EXECUTION_STATUSES = (*UNSETTLED_EXECUTION_STATUSES, FILLED)
 OPEN_POSITION_STATUSES = ("open", "closing")
 RECOMMENDATION_COLUMNS = ("id", "ticker", "action", "strategy_type", "confidence", "volume_ratio", "underlying_price",
                           "bar_ts", "feature_ts", "created_at")
-MARK_COLUMNS = frozenset({"current_price", "unrealized_pnl", "marked_at"})
+MARK_COLUMNS = POSITION_MARK_COLUMNS
 """The columns a position manager's mark to market writes on every run."""
 MARKS = "active_positions.marks"
 """What a mark-only write is announced as: only reads that return marks depend on it."""
@@ -617,15 +618,13 @@ class AccountRepository:
         p, e = active_positions, dispatch_executions
 
         def load() -> ExposureState:
-            pos = self.conn.execute(
+            pos = self.conn.execute(self.scope.prepared(("open_exposure",), lambda: (
                 self.scope.select(p, func.count(), func.coalesce(func.sum(p.c.notional_value), 0))
-                .where(p.c.status.in_(OPEN_POSITION_STATUSES))
-            ).one()
-            unpositioned = ~exists(select(p.c.id).where(p.c.execution_id == e.c.id))
-            orders = self.conn.execute(
+                .where(p.c.status.in_(OPEN_POSITION_STATUSES))))).one()
+            orders = self.conn.execute(self.scope.prepared(("order_exposure",), lambda: (
                 self.scope.select(e, func.count(), func.coalesce(func.sum(e.c.notional), 0))
-                .where(e.c.status.in_(LIVE_EXECUTION_STATUSES), unpositioned)
-            ).one()
+                .where(e.c.status.in_(LIVE_EXECUTION_STATUSES), ~exists(select(p.c.id).where(p.c.execution_id == e.c.id)))
+            ))).one()
             return ExposureState(int(pos[0]) + int(orders[0]), to_decimal(pos[1]) + to_decimal(orders[1]))
 
         return self._cached(("exposure",), (p, e), load)
@@ -659,8 +658,8 @@ class AccountRepository:
     def filled_without_position(self) -> list[Any]:
         e, p = dispatch_executions, active_positions
         return list(self._cached(("filled_without_position",), (e, p), lambda: tuple(self.conn.execute(
-            self.scope.select(e).where(e.c.status == FILLED, ~exists(select(p.c.id).where(p.c.execution_id == e.c.id)))
-            .order_by(e.c.id)
+            self.scope.prepared(("filled_without_position",), lambda: self.scope.select(e).where(
+                e.c.status == FILLED, ~exists(select(p.c.id).where(p.c.execution_id == e.c.id))).order_by(e.c.id))
         ).all())))
 
     def create_position(self, values: dict[str, Any]) -> bool:

@@ -9,9 +9,10 @@ position manager that forgot this filter duplicated positions every five minutes
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import ColumnElement, Delete, Insert, Select, Table, Update, bindparam, delete, insert, select, update
+from sqlalchemy import Column, ColumnElement, Delete, Insert, Select, Table, Update, bindparam, delete, insert, select, update
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.util import find_tables
 
 from ops_pipeline.adapters.db.tables import ACCOUNT_SCOPED
@@ -24,8 +25,16 @@ than running it, and a statement object reused keeps the cache key SQLAlchemy wo
 compute again at every execution."""
 
 
-_READS: dict[int, tuple[Any, frozenset[str]]] = {}
-"""id of a prepared statement → (the statement, the names of the tables it reads)."""
+class Reads(NamedTuple):
+    """What a prepared statement names: ``tables`` (names) and ``columns`` (``table.column``), in
+    its FROM, joins, sub-queries, select lists (a whole table's columns included) and conditions."""
+
+    tables: frozenset[str]
+    columns: frozenset[str]
+
+
+_READS: dict[int, tuple[Any, Reads]] = {}
+"""id of a prepared statement → (the statement, what it reads)."""
 
 
 def prepared(key: tuple[Hashable, ...], build: Callable[[], S]) -> S:
@@ -34,14 +43,22 @@ def prepared(key: tuple[Hashable, ...], build: Callable[[], S]) -> S:
     stmt = _PREPARED.get(key)
     if stmt is None:
         stmt = _PREPARED[key] = build()
-        tables = find_tables(stmt, check_columns=True, include_aliases=True, include_joins=True)  # type: ignore[arg-type]
-        _READS[id(stmt)] = (stmt, frozenset(t.name for t in tables if isinstance(t, Table)))
+        _READS[id(stmt)] = (stmt, _reads(stmt))
     return stmt
 
 
-def tables_read(statement: object) -> frozenset[str] | None:
-    """The tables a statement built by :func:`prepared` names anywhere (FROM, joins, sub-queries);
-    None for any other statement (what it reads is not known without walking it)."""
+def _reads(stmt: Any) -> Reads:  # noqa: ANN401 - any statement
+    tables = find_tables(stmt, check_columns=True, include_aliases=True, include_joins=True)
+    columns: set[str] = set()
+    for element in visitors.iterate(stmt):
+        named = element.selected_columns if isinstance(element, Select) else (element,)
+        columns.update(f"{c.table.name}.{c.name}" for c in named if isinstance(c, Column) and c.table is not None)
+    return Reads(frozenset(t.name for t in tables if isinstance(t, Table)), frozenset(columns))
+
+
+def reads_of(statement: object) -> Reads | None:
+    """What a statement built by :func:`prepared` reads; None for any other statement (what it
+    reads is not known without walking it)."""
     found = _READS.get(id(statement))
     return found[1] if found is not None and found[0] is statement else None
 

@@ -299,6 +299,9 @@ config_versions = Table(
     Column("reason", Text),
 )
 
+POSITION_MARK_COLUMNS = frozenset({"current_price", "unrealized_pnl", "marked_at"})
+"""The columns of ``active_positions`` a position manager's mark to market writes on every run."""
+
 ACCOUNT_SCOPED = frozenset(
     t.name for t in metadata.sorted_tables if "account_name" in t.c and t.name not in {"account_metadata", "trading_accounts", "config_versions"}
 )
