@@ -8,6 +8,7 @@ times aware.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -28,7 +29,10 @@ class MarketData(Protocol):
 
     def option_chain(
         self, ticker: str, now: dt.datetime, *, option_type: OptionType, min_dte: int, max_dte: int
-    ) -> list[OptionQuote]: ...
+    ) -> Sequence[OptionQuote]:
+        """Quotes of one type of ``ticker``'s contracts in the DTE window (a list, or an
+        :class:`~ops_pipeline.domain.market.OptionChain` whose quotes are built when read)."""
+        ...
 
     def option_quote(self, symbol: OccSymbol, now: dt.datetime) -> OptionQuote | None: ...
 

@@ -100,3 +100,77 @@ def test_seed_003_examples_reproduced_by_configuring_the_older_percentages():
     large_1 = risk(Tier.LARGE, risk_pct_day=0.01)
     large = decide_entry(day_trade, snapshot(), large_1, [day_contract], now=NOON, today=TODAY)
     assert isinstance(large, Entry) and large.sizing.contracts == 4  # $1,000 of $100,000
+
+
+def test_candidates_equal_in_score_and_delta_are_ordered_by_symbol_whatever_the_chain_order():
+    later, earlier = quote("SPY260327C00662000", delta=0.40), quote("SPY260327C00661000", delta=0.50)  # |Δ| gap 0.05 both
+    best = quote("SPY260327C00663000", bid="2.49", ask="2.50", delta=0.45)
+    found = candidate_contracts([later, best, earlier], action=Action.BUY_CALL, strategy=StrategyType.SWING_TRADE,
+                                today=TODAY, budget_usd=Decimal("1000"), min_quality_score=0)
+    assert found[0].score.total == found[1].score.total == found[2].score.total  # full marks on every part
+    assert [str(c.quote.symbol) for c in found] == ["SPY260327C00663000", "SPY260327C00661000", "SPY260327C00662000"]
+    assert found[-1].quote is later and len(found[1:]) == 2
+
+
+def _first_passing_contract(rec_, account, cfg, quotes):
+    """The entry rule read from SPEC, without shortcuts: every contract reaching the quality
+    minimum, best first, through exposure, buying power and sizing; else the best one's denial."""
+    from ops_pipeline.domain.gates import buying_power_gate, exposure_gate
+    from ops_pipeline.domain.sizing import size_gate, size_position
+
+    ranked = candidate_contracts(quotes, action=rec_.action, strategy=rec_.strategy_type, today=TODAY,
+                                 budget_usd=account.equity_usd * Decimal(str(cfg.risk_pct(rec_.strategy_type))),
+                                 min_quality_score=cfg.min_quality_score)
+    first = None
+    for contract in ranked:
+        cost = contract.quote.ask * 100
+        denial = exposure_gate(account.open_exposure_usd, cost, cfg) or buying_power_gate(account.buying_power_usd, cost, cfg)
+        if denial is None:
+            sizing = size_position(
+                premium_usd=contract.quote.ask, equity_usd=account.equity_usd, buying_power_usd=account.buying_power_usd,
+                open_exposure_usd=account.open_exposure_usd, risk_pct=cfg.risk_pct(rec_.strategy_type),
+                max_risk_per_trade_pct=cfg.max_risk_per_trade_pct, stop_loss_pct=cfg.stop_loss_pct,
+                max_notional_exposure_usd=cfg.max_notional_exposure, contract_cap=cfg.contract_cap,
+                ignore_buying_power=cfg.paper_ignore_buying_power)
+            denial = size_gate(sizing)
+            if denial is None:
+                return str(contract.quote.symbol), sizing.contracts
+        first = first or denial
+    return (first.code, first.detail) if first else None
+
+
+def test_entry_takes_the_first_good_contract_that_passes_every_gate():
+    """decide_entry skips contracts dearer than one already denied; the verdict must be the one a
+    plain walk down the ranking gives, for accounts that can afford anything, something or nothing."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    strikes = range(640, 700)
+    checked = {"entry": 0}
+    for trial in range(80):
+        quotes = []
+        for strike in strikes:
+            for day in ("260320", "260327", "260402"):
+                mid = max(0.05, float(rng.lognormal(0.5, 1.0)))
+                half = mid * float(rng.uniform(0.005, 0.2))
+                quotes.append(quote(f"SPY{day}C00{strike}000", bid=f"{max(mid - half, 0.01):.2f}",
+                                    ask=f"{mid + half:.2f}", volume=int(rng.integers(0, 3000)),
+                                    open_interest=int(rng.integers(0, 8000)), delta=float(rng.uniform(0.05, 0.9))))
+        tier = [Tier.TINY, Tier.SMALL, Tier.MEDIUM, Tier.LARGE][trial % 4]
+        cfg = risk(tier)
+        equity = Decimal(int(np.exp(rng.uniform(np.log(300), np.log(120_000)))))
+        cash, room = (float(rng.uniform(0, 1)) ** 4 if rng.random() < 0.5 else 1.0 for _ in range(2))  # often tight
+        account = snapshot(equity_usd=equity, buying_power_usd=(equity * Decimal(str(cash))).quantize(Decimal("0.01")),
+                           open_exposure_usd=Decimal(str(round(cfg.max_notional_exposure * (1 - room), 2))))
+        recommendation = rec(strategy_type=StrategyType.SWING_TRADE)
+        verdict = decide_entry(recommendation, account, cfg, quotes, now=NOON, today=TODAY)
+        expected = _first_passing_contract(recommendation, account, cfg, quotes)
+        if isinstance(verdict, Entry):
+            checked["entry"] += 1
+            assert (str(verdict.contract.quote.symbol), verdict.sizing.contracts) == expected
+        else:
+            checked[verdict.code] = checked.get(verdict.code, 0) + 1
+            assert (verdict.code, verdict.detail) == expected
+    # Each way the walk can end is met: a trade, and the best contract's denial of every kind.
+    assert {"entry", ReasonCode.EXPOSURE_LIMIT, ReasonCode.INSUFFICIENT_BUYING_POWER,
+            ReasonCode.SIZE_BELOW_ONE_CONTRACT} <= set(checked) and checked["entry"] >= 10, checked

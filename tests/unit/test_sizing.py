@@ -60,3 +60,23 @@ def test_size_gate_denies_below_one_contract_with_the_numbers():
 def test_non_positive_premium_is_an_error():
     with pytest.raises(ValueError, match="premium must be positive"):
         size(premium_usd=Decimal("0"))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_contracts_never_grow_with_the_premium(seed):
+    """The entry decision skips every contract dearer than one sizing (or exposure, or buying
+    power) denied; that holds only while the contract count never grows with the premium."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        equity = Decimal(int(rng.integers(500, 150_000)))
+        account = dict(equity_usd=equity, buying_power_usd=Decimal(int(rng.integers(0, int(equity) + 1))),
+                       open_exposure_usd=Decimal(int(rng.integers(0, int(equity) + 1))),
+                       risk_pct=float(rng.choice([0.01, 0.05, 0.15, 0.25])),
+                       max_risk_per_trade_pct=float(rng.choice([0.01, 0.05, 0.10])),
+                       stop_loss_pct=float(rng.choice([0.15, 0.25, 0.5])),
+                       max_notional_exposure_usd=float(rng.integers(500, 200_000)),
+                       contract_cap=int(rng.integers(1, 20)), ignore_buying_power=bool(rng.integers(0, 2)))
+        counts = [size(premium_usd=Decimal(cents) / 100, **account).contracts for cents in range(1, 5001, 7)]
+        assert all(a >= b for a, b in zip(counts, counts[1:], strict=False)), account

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+import numpy as np
+
 from ops_pipeline.config.models import RiskConfig
 from ops_pipeline.domain.contracts import DTE_WINDOWS, ScoredContract, candidate_contracts
 from ops_pipeline.domain.gates import (
@@ -57,7 +59,8 @@ def decide_entry(
     """Judge ``rec`` for one account.
 
     Args:
-        quotes: the option chain of ``rec.ticker`` at ``now`` (any types and expirations).
+        quotes: the option chain of ``rec.ticker`` at ``now`` (any types and expirations): an
+            :class:`~ops_pipeline.domain.market.OptionChain` or a sequence of quotes.
         now: decision time, aware. today: the exchange date at ``now``.
     """
     denial = pre_contract_gates(rec, account, cfg, now)
@@ -67,36 +70,53 @@ def decide_entry(
         quotes, action=rec.action, strategy=rec.strategy_type, today=today,
         budget_usd=trade_budget(account, cfg, rec), min_quality_score=0.0,
     )
-    good = [c for c in scored if c.score.total >= cfg.min_quality_score]
-    if not good:
+    if not scored or scored[0].score.total < cfg.min_quality_score:
         low, high = DTE_WINDOWS[rec.strategy_type]
         best = f"{scored[0].score.total:.1f}" if scored else "none"
         return Denied(
             ReasonCode.NO_QUALITY_CONTRACT,
             f"best_score={best} min={cfg.min_quality_score:.0f} eligible={len(scored)} dte={low}-{high}",
         )
+    good = scored.count_at_least(cfg.min_quality_score)  # best first: these come first
+    asks = scored.ask_ticks()[:good]
     first_denial: Denied | None = None
-    for contract in good:
-        cost = contract_cost(contract.quote.ask)
-        denial = exposure_gate(account.open_exposure_usd, cost, cfg) or buying_power_gate(
-            account.buying_power_usd, cost, cfg
-        )
-        if denial is None:
-            sizing = size_position(
-                premium_usd=contract.quote.ask,
-                equity_usd=account.equity_usd,
-                buying_power_usd=account.buying_power_usd,
-                open_exposure_usd=account.open_exposure_usd,
-                risk_pct=cfg.risk_pct(rec.strategy_type),
-                max_risk_per_trade_pct=cfg.max_risk_per_trade_pct,
-                stop_loss_pct=cfg.stop_loss_pct,
-                max_notional_exposure_usd=cfg.max_notional_exposure,
-                contract_cap=cfg.contract_cap,
-                ignore_buying_power=cfg.paper_ignore_buying_power,
-            )
-            denial = size_gate(sizing)
-            if denial is None:
-                return Entry(contract, sizing)
-        first_denial = first_denial or denial
+    k = 0
+    while k < good:
+        verdict = _cost_gates(scored[k], account, cfg, rec)
+        if isinstance(verdict, Entry):
+            return verdict
+        first_denial = first_denial or verdict
+        # Every gate left denies by cost alone and would deny any dearer contract too (see
+        # _cost_gates): only a cheaper one can still pass.
+        cheaper = np.flatnonzero(asks[k + 1:] < asks[k])
+        k = k + 1 + int(cheaper[0]) if len(cheaper) else good
     assert first_denial is not None
     return first_denial
+
+
+def _cost_gates(contract: ScoredContract, account: AccountSnapshot, cfg: RiskConfig, rec: Recommendation) -> Entry | Denied:
+    """Exposure, buying power and sizing for one contract: an :class:`Entry` or the denial.
+
+    Each gate depends on the contract only through its cost (premium × 100, dollars), and denies
+    every contract dearer than one it denies: exposure and buying power compare the cost against
+    a room; every sizing cap is ``floor(room / cost)`` (or the fixed contract cap), so the number of
+    contracts never grows with the cost (``tests/unit/test_sizing.py`` checks it)."""
+    cost = contract_cost(contract.quote.ask)
+    denial = exposure_gate(account.open_exposure_usd, cost, cfg) or buying_power_gate(
+        account.buying_power_usd, cost, cfg
+    )
+    if denial is not None:
+        return denial
+    sizing = size_position(
+        premium_usd=contract.quote.ask,
+        equity_usd=account.equity_usd,
+        buying_power_usd=account.buying_power_usd,
+        open_exposure_usd=account.open_exposure_usd,
+        risk_pct=cfg.risk_pct(rec.strategy_type),
+        max_risk_per_trade_pct=cfg.max_risk_per_trade_pct,
+        stop_loss_pct=cfg.stop_loss_pct,
+        max_notional_exposure_usd=cfg.max_notional_exposure,
+        contract_cap=cfg.contract_cap,
+        ignore_buying_power=cfg.paper_ignore_buying_power,
+    )
+    return size_gate(sizing) or Entry(contract, sizing)

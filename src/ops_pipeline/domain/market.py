@@ -6,11 +6,19 @@ All times are timezone-aware; all prices are dollars per share (Decimal).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from typing import overload
 
-from ops_pipeline.domain.values import Action, OccSymbol, StrategyType
+import numpy as np
+
+from ops_pipeline.domain.values import Action, OccSymbol, OptionType, StrategyType
+
+PRICE_TICKS_PER_USD = 10_000
+"""Prices inside :class:`OptionChain` are whole ticks of $0.0001 (option quotes are in cents;
+Alpaca's are at most four decimals), so sums and differences of prices are exact."""
 
 
 class QuoteSource(StrEnum):
@@ -67,6 +75,81 @@ class OptionQuote:
     def age_secs(self, now: dt.datetime) -> float:
         """Seconds between the quote and ``now`` (both aware)."""
         return (now - self.quote_time).total_seconds()
+
+
+def price_ticks(price_usd: Decimal) -> int:
+    """``price_usd`` (dollars per share) in ticks of $0.0001, rounded half-even past the fourth decimal."""
+    return int((price_usd * PRICE_TICKS_PER_USD).to_integral_value())
+
+
+class OptionChain(Sequence[OptionQuote]):
+    """The quotes of one underlying's contracts at one time, column by column: what the contract
+    rules read (:func:`~ops_pipeline.domain.contracts.candidate_contracts`) as parallel numpy arrays,
+    and each contract's whole :class:`OptionQuote` built only when it is asked for (``chain[i]``,
+    iteration). A chain of thousands of modelled contracts is scored without building thousands of
+    quotes; any list of quotes becomes one with :meth:`of`.
+
+    Columns (length ``len(chain)``): ``bid_ticks``, ``ask_ticks`` int64 prices in ticks of
+    :data:`PRICE_TICKS_PER_USD` (bid 0: no bid); ``volume``, ``open_interest`` float64 contracts,
+    NaN when unknown; ``delta`` float64, NaN when unknown; ``expiration`` datetime64[D] dates;
+    ``is_call`` bool. ``quote_of(i)`` builds contract ``i``'s quote, whose values are the columns'.
+    """
+
+    __slots__ = ("bid_ticks", "ask_ticks", "volume", "open_interest", "delta", "expiration", "is_call",
+                 "_quote_of", "_built")
+
+    def __init__(self, *, bid_ticks: np.ndarray, ask_ticks: np.ndarray, volume: np.ndarray, open_interest: np.ndarray,
+                 delta: np.ndarray, expiration: np.ndarray, is_call: np.ndarray,
+                 quote_of: Callable[[int], OptionQuote]) -> None:
+        self.bid_ticks, self.ask_ticks = bid_ticks, ask_ticks
+        self.volume, self.open_interest, self.delta = volume, open_interest, delta
+        self.expiration, self.is_call = expiration, is_call
+        self._quote_of = quote_of
+        self._built: dict[int, OptionQuote] = {}
+
+    @classmethod
+    def of(cls, quotes: Sequence[OptionQuote]) -> OptionChain:
+        """The chain of ``quotes`` (any underlyings, types and expirations), in their order."""
+        if isinstance(quotes, OptionChain):
+            return quotes
+        quotes = list(quotes)
+
+        def known(values: list[int | float | None]) -> np.ndarray:
+            return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+        return cls(
+            bid_ticks=np.array([price_ticks(q.bid) for q in quotes], dtype=np.int64),
+            ask_ticks=np.array([price_ticks(q.ask) for q in quotes], dtype=np.int64),
+            volume=known([q.volume for q in quotes]), open_interest=known([q.open_interest for q in quotes]),
+            delta=known([q.delta for q in quotes]),
+            expiration=np.array([q.symbol.expiration for q in quotes], dtype="datetime64[D]"),
+            is_call=np.array([q.symbol.option_type is OptionType.CALL for q in quotes], dtype=bool),
+            quote_of=quotes.__getitem__,
+        )
+
+    def __len__(self) -> int:
+        return len(self.bid_ticks)
+
+    @overload
+    def __getitem__(self, i: int) -> OptionQuote: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[OptionQuote]: ...
+
+    def __getitem__(self, i: int | slice) -> OptionQuote | list[OptionQuote]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"contract {i} of a chain of {len(self)}")
+        quote = self._built.get(i)
+        if quote is None:
+            quote = self._built[i] = self._quote_of(i)
+        return quote
+
+    def __iter__(self) -> Iterator[OptionQuote]:
+        return (self[i] for i in range(len(self)))
 
 
 @dataclass(frozen=True, slots=True)
