@@ -122,9 +122,10 @@ def log_startup(cfg: AccountConfig, account: BrokerAccount) -> None:
 
 def load_market(data_dir: Path, interval_minutes: int, tickers: list[str] | None, start: dt.date, end: dt.date,
                 calendar: TradingCalendar, max_quote_age: dt.timedelta,
-                chain_cache: Path | None = None) -> tuple[HistoricalMarketData, list[BarQuality]]:
+                chain_cache: Path | None = None, *, mark_ahead: bool = False) -> tuple[HistoricalMarketData, list[BarQuality]]:
     """Bars of ``tickers`` (cleaned over whole files, then cut to the window plus warm-up) and chains
-    (parsed days kept in ``chain_cache`` if given, see :class:`ChainStore`).
+    (parsed days kept in ``chain_cache`` if given, see :class:`ChainStore`). ``mark_ahead``: see
+    :class:`HistoricalMarketData` (a replay, whose clock steps whole minutes).
 
     Raises:
         DataError: the bar folder or a ticker's file is missing.
@@ -139,7 +140,7 @@ def load_market(data_dir: Path, interval_minutes: int, tickers: list[str] | None
             quality[-1].first_date = exchange_date(epoch_to_utc(series.start[0]))
             quality[-1].last_date = exchange_date(epoch_to_utc(series.start[-1]))
     chains = ChainStore(data_dir / "option_chains", calendar, frozenset(bars), bars, cache_dir=chain_cache)
-    return HistoricalMarketData(bars, chains, calendar, max_quote_age), quality
+    return HistoricalMarketData(bars, chains, calendar, max_quote_age, mark_ahead=mark_ahead), quality
 
 
 @dataclass
@@ -181,7 +182,8 @@ def load_replay_inputs(*, data_dir: Path, interval_minutes: int, tickers: list[s
     sessions = calendar.sessions(start, end)
     if not sessions:
         raise DataError(f"no trading session between {start} and {end} (weekend or market holiday)")
-    market, quality = load_market(data_dir, interval_minutes, tickers, start, end, calendar, max_quote_age, chain_cache)
+    market, quality = load_market(data_dir, interval_minutes, tickers, start, end, calendar, max_quote_age, chain_cache,
+                                  mark_ahead=True)
     lo, hi = sessions[0].open.timestamp(), sessions[-1].close.timestamp()
     in_window = {t: int(((b.start >= lo) & (b.start < hi)).sum()) for t, b in market.bars.items()}
     if not sum(in_window.values()):

@@ -149,3 +149,35 @@ def test_one_contract_is_modelled_exactly_as_in_a_batch(market, data_dir):
                     by_rule.add(bool(batch.rule_spread[i]))
                     compared += 1
     assert sources == {"listing", "smile", "realized"} and by_rule == {True, False} and compared > 500
+
+
+def test_a_contract_marked_a_session_ahead_gets_each_minutes_own_quote(market, data_dir):
+    """The replay models a held contract for the rest of the session the first minute it is
+    marked; each minute's quote must still be the one that minute gives alone (real where a fresh
+    snapshot lists it; modelled from that minute's spot, listing, smile and bars otherwise), across
+    the snapshots that arrive during the session and before the first one."""
+    calendar = market.calendar
+    nvda = load_bars(data_dir / "bars_1min" / "NVDA_1min.csv", calendar, 1)
+    bars = {**market.bars, "NVDA": nvda}
+    ahead = HistoricalMarketData(bars, market.chains, calendar, mark_ahead=True)
+    alone = HistoricalMarketData(bars, market.chains, calendar)
+    first = min(s.quote_time for t in market.chains.tickers_loaded() for s in market.chains.snapshots(t))
+    starts = [calendar.session(first.date() - dt.timedelta(days=3)) or calendar.sessions(
+        first.date() - dt.timedelta(days=7), first.date() - dt.timedelta(days=1))[-1], calendar.session(first.date())]
+    sources, compared = set(), 0
+    for session in starts:
+        begin = session.open + dt.timedelta(minutes=47)
+        for ticker in ["SPY", "QQQ", "NVDA"]:
+            spot = float(alone.underlying_price(ticker, begin))
+            snap = market.chains.latest_at_or_before(ticker, session.close)
+            listed = [OccSymbol.parse(str(s)) for s in snap.symbols[:: max(1, len(snap.symbols) // 4)]] if snap else []
+            made = [OccSymbol(ticker, session.open.date() + dt.timedelta(days=d), OptionType.CALL, Decimal(str(round(spot * m))))
+                    for d in (0, 9) for m in (0.97, 1.02)]
+            for symbol in listed + made:
+                for minutes in range(0, 150, 1 if symbol in made else 7):  # every minute, or every few
+                    now = begin + dt.timedelta(minutes=minutes)
+                    got, want = ahead.option_quote(symbol, now), alone.option_quote(symbol, now)
+                    assert got == want, (str(symbol), now)
+                    sources.add(None if want is None else want.source)
+                    compared += 1
+    assert ahead._paths and {QuoteSource.MODELLED, QuoteSource.REAL} <= sources and compared > 2000

@@ -11,11 +11,12 @@ from ops_pipeline.adapters.market_data.chains import LagSource, choose_lags, par
 from ops_pipeline.adapters.market_data.quotes import (
     _Expiry,
     _neighbour_spread,
+    _row_median,
     _smile_iv,
     quote_prices,
     rule_spread,
 )
-from ops_pipeline.domain.pricing import bs_price
+from ops_pipeline.domain.pricing import MIN_YEARS, bs_price
 
 
 def test_a_clear_match_sets_the_lag_and_a_flat_market_takes_the_days_lag():
@@ -65,11 +66,39 @@ def test_the_smile_interpolates_total_variance_between_expirations_and_is_flat_b
     assert iv == pytest.approx([expected_mid, 0.20, 0.30, 0.30, 0.35])
 
 
+def test_the_smile_reads_each_contract_off_its_two_expirations_only():
+    """Interpolating only the smiles some contract needs gives, bit for bit, what interpolating
+    every expiration's smile and picking the two around each contract gives."""
+    rng = np.random.default_rng(3)
+    expiries = [_Expiry(float(t), np.sort(rng.uniform(-2, 2, 9)), rng.uniform(0.1, 0.9, 9), {}, {})
+                for t in np.sort(rng.uniform(1 / 365, 1.0, 7))]
+    x, years = rng.uniform(-3, 3, 400), rng.uniform(0, 1.2, 400)
+    listed = np.array([e.years for e in expiries])
+    every = np.vstack([np.interp(x, e.smile_x, e.smile_iv) for e in expiries])
+    upper = np.clip(np.searchsorted(listed, years), 1, len(listed) - 1)
+    lower, each = upper - 1, np.arange(len(x))
+    t1, t2, v1, v2 = listed[lower], listed[upper], every[lower, each], every[upper, each]
+    t = np.clip(years, t1, t2)
+    inside = np.sqrt(np.maximum(v1**2 * t1 + (t - t1) / (t2 - t1) * (v2**2 * t2 - v1**2 * t1), 0) / np.maximum(t, MIN_YEARS))
+    expected = np.where(years <= t1, v1, np.where(years >= t2, v2, inside))
+    assert _smile_iv(expiries, x, years).tolist() == expected.tolist()
+    assert [_smile_iv(expiries, x[i:i + 1], years[i:i + 1])[0] for i in range(20)] == expected[:20].tolist()
+
+
 def test_the_spread_is_the_median_of_the_nearest_listed_contracts():
     listed_x = np.array([-1.0, -0.5, 0.0, 0.5, 1.0, 1.5])
     listed_rel = np.array([0.50, 0.02, 0.01, 0.03, 0.04, 0.90])
     assert _neighbour_spread(listed_x, listed_rel, np.array([0.1, 2.0])) == pytest.approx([0.025, 0.035])
     assert np.isnan(_neighbour_spread(np.array([]), np.array([]), np.array([0.0]))).all()
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_the_row_median_is_numpys_median_bit_for_bit(k):
+    rng = np.random.default_rng(k)
+    values = rng.lognormal(-3, 1, (500, k))
+    values[rng.random((500, k)) < 0.01] = np.nan
+    values[:50] = np.round(values[:50], 2)  # ties
+    assert _row_median(values).tobytes() == np.median(values, axis=1).tobytes()
 
 
 def test_modelled_prices_are_cents_at_least_a_cent_apart_and_no_bid_under_a_cent():

@@ -484,6 +484,18 @@ class ChainStore:
         i = bisect.bisect_right(times, now.timestamp()) - 1
         return (ivs[i], times[i]) if i >= 0 else None
 
+    def listing_ivs(self, symbols: list[str], now: dt.datetime) -> list[float | None]:
+        """:meth:`listing_iv`'s volatility of each of ``symbols`` (``None`` where none), the files
+        up to ``now`` loaded once."""
+        self._load_until(now)
+        at, listings = now.timestamp(), self._listings
+        found: list[float | None] = []
+        for symbol in symbols:
+            listed = listings.get(symbol)
+            i = bisect.bisect_right(listed[0], at) - 1 if listed is not None else -1
+            found.append(listed[1][i] if i >= 0 else None)  # type: ignore[index]
+        return found
+
     def nearest_with_iv(self, ticker: str, now: dt.datetime, *, allow_later: bool = True) -> tuple[ChainSnapshot, float] | None:
         """The snapshot nearest ``now`` that yields an ATM IV: the latest at or before ``now`` if
         any (no look-ahead), else (if ``allow_later``) the first after it; with that IV (fraction)."""

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from functools import lru_cache
 
@@ -34,7 +35,7 @@ import numpy as np
 from ops_pipeline.adapters.market_data.bars import BarSeries
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange_date
 from ops_pipeline.adapters.market_data.chains import YEAR_SECS, ChainSnapshot, ChainStore, expiry_close_epoch
-from ops_pipeline.domain.market import OptionQuote, QuoteSource
+from ops_pipeline.domain.market import PRICE_TICKS_PER_USD, OptionChain, OptionQuote, QuoteSource, price_ticks
 from ops_pipeline.domain.pricing import MIN_YEARS, bs_delta, bs_price_delta
 from ops_pipeline.domain.values import CENT, OccSymbol, OptionType, to_decimal
 
@@ -141,8 +142,34 @@ def strike_step(ticker: str, spot: float) -> float:
     return 5.0
 
 
+class _MarkPath:
+    """One contract's modelled quotes at a run of whole minutes (``times``, aware), parallel
+    arrays; NaN ``bid`` where no quote could be modelled. A held contract is marked every minute
+    of a replay: modelled a session at a time, its marks cost one pass instead of one a minute."""
+
+    def __init__(self, symbol: OccSymbol, times: list[dt.datetime], spot: np.ndarray, bid: np.ndarray,
+                 ask: np.ndarray, iv: np.ndarray, delta: np.ndarray) -> None:
+        self.symbol, self.times, self.start, self.end = symbol, times, times[0], times[-1]
+        self.index = {t: k for k, t in enumerate(times)}
+        self._spot, self._bid, self._ask = spot.tolist(), bid.tolist(), ask.tolist()
+        self._iv, self._delta = iv.tolist(), delta.tolist()
+
+    def quote(self, k: int, now: dt.datetime) -> OptionQuote | None:
+        """The quote at ``now`` (= ``times[k]``), built as :meth:`HistoricalMarketData._quotes` builds it."""
+        if math.isnan(self._spot[k]) or math.isnan(self._bid[k]):
+            return None
+        return OptionQuote(
+            symbol=self.symbol, bid=to_decimal(self._bid[k]), ask=max(to_decimal(self._ask[k]), CENT), volume=None,
+            open_interest=None, iv=self._iv[k], delta=self._delta[k], underlying_price=to_decimal(round(self._spot[k], 4)),
+            quote_time=now, source=QuoteSource.MODELLED)
+
+
 class HistoricalMarketData:
-    """Market data for a replay or the paper exchange; implements the ``MarketData`` port."""
+    """Market data for a replay or the paper exchange; implements the ``MarketData`` port.
+
+    ``mark_ahead`` (the replay): a modelled contract's quote is computed for the rest of the
+    session the first minute it is asked for (:class:`_MarkPath`); the same values, once a session.
+    """
 
     def __init__(
         self,
@@ -150,8 +177,12 @@ class HistoricalMarketData:
         chains: ChainStore,
         calendar: TradingCalendar,
         max_quote_age: dt.timedelta = DEFAULT_MAX_QUOTE_AGE,
+        *,
+        mark_ahead: bool = False,
     ) -> None:
         self.bars = bars
+        self.mark_ahead = mark_ahead
+        self._paths: dict[OccSymbol, _MarkPath] = {}
         self.chains = chains
         self.calendar = calendar
         self.max_quote_age = max_quote_age
@@ -205,9 +236,10 @@ class HistoricalMarketData:
 
     def option_chain(
         self, ticker: str, now: dt.datetime, *, option_type: OptionType, min_dte: int, max_dte: int
-    ) -> list[OptionQuote]:
+    ) -> Sequence[OptionQuote]:
         """Quotes of every listed contract of one type expiring ``min_dte``..``max_dte`` calendar
-        days after today (exchange date), not yet expired at ``now``."""
+        days after today (exchange date), not yet expired at ``now``: a snapshot's real quotes, or a
+        modelled :class:`~ops_pipeline.domain.market.OptionChain`."""
         today = exchange_date(now)
         lo, hi = np.datetime64(today + dt.timedelta(days=min_dte)), np.datetime64(today + dt.timedelta(days=max_dte))
         snap = self._fresh_snapshot(ticker, now)
@@ -240,8 +272,66 @@ class HistoricalMarketData:
         spot = self.underlying_price(symbol.underlying, now)
         if spot is None:
             return None
+        if self.mark_ahead:
+            path = self._path(symbol, now)
+            k = path.index.get(now)
+            if k is not None:  # else a time off the path's minutes: modelled alone below
+                return path.quote(k, now)
         quotes = self._quotes([symbol], float(spot), now)
         return quotes[0] if quotes else None
+
+    def _path(self, symbol: OccSymbol, now: dt.datetime) -> _MarkPath:
+        """``symbol``'s :class:`_MarkPath` spanning ``now``: the one built earlier this session,
+        else a new one from ``now`` (paths that ended before ``now`` are dropped)."""
+        path = self._paths.get(symbol)
+        if path is None or not path.start <= now <= path.end:
+            self._paths = {s: p for s, p in self._paths.items() if p.end >= now}
+            path = self._paths[symbol] = self._mark_path(symbol, now)
+        return path
+
+    def _mark_path(self, symbol: OccSymbol, now: dt.datetime) -> _MarkPath:
+        """``symbol`` modelled at ``now`` and every whole minute after it to the session's close,
+        each minute exactly as :meth:`model` models it alone then (spot, chains and volatility as
+        of that minute: nothing after it is read), in one pass per reference chain."""
+        session = self.calendar.session(exchange_date(now))
+        times = [now]
+        if session is not None:
+            times += [now + dt.timedelta(minutes=k) for k in range(1, int((session.close - now).total_seconds() // 60) + 1)]
+        epochs = np.array([t.timestamp() for t in times])
+        ticker, text, strike, expiry_close, call = symbol.underlying, *_contract_terms(symbol)
+        series = self.bars[ticker]
+        closed = np.searchsorted(series.start, np.floor(epochs) - series.interval_secs, side="right") - 1
+        spot = np.array([round(float(series.close[i]), 4) if i >= 0 else np.nan for i in closed.tolist()])
+        listed = [self.chains.listing_iv(text, t) for t in times]
+        sigma = np.array([np.nan if found is None else found[0] for found in listed])
+        references = [self.chains.nearest_with_iv(ticker, t) for t in times]
+        bid, ask, iv, delta = (np.full(len(times), np.nan) for _ in range(4))
+        usable = ~np.isnan(spot)
+        for key in dict.fromkeys(None if r is None else id(r[0]) for r in references):
+            rows = usable & np.array([(None if r is None else id(r[0])) == key for r in references])
+            if not rows.any():
+                continue
+            reference = references[int(np.flatnonzero(rows)[0])]
+            expiries = self._reference_expiries(reference[0]) if reference else []
+            years = (np.float64(expiry_close) - epochs[rows]) / YEAR_SECS
+            x = _moneyness(np.float64(strike), spot[rows], years)
+            vol = sigma[rows]
+            missing = np.isnan(vol)
+            if missing.any() and expiries:
+                vol[missing] = _smile_iv(expiries, x[missing], years[missing])
+            missing = np.isnan(vol)
+            if missing.any():
+                if reference:
+                    vol[missing] = reference[1]
+                else:
+                    at = [times[k] for k in np.flatnonzero(rows)[missing].tolist()]
+                    vol[missing] = [np.nan if (v := self.realized_vol(ticker, t)) is None else v for t in at]
+            known = ~np.isnan(vol)  # no volatility at all: no quote, as model() gives none
+            rows[rows] = known
+            _, bid[rows], ask[rows], delta[rows], _ = self._price(
+                spot[rows], np.float64(strike), years[known], x[known], vol[known], np.full(int(known.sum()), call), expiries)
+            iv[rows] = vol[known]
+        return _MarkPath(symbol, times, spot, bid, ask, iv, delta)
 
     def _index(self, snap: ChainSnapshot) -> dict[str, int]:
         key = id(snap)
@@ -278,8 +368,9 @@ class HistoricalMarketData:
         first chain does; ``data check-quotes`` does not). Arrays are parallel to ``symbols``;
         ``None`` when no volatility is known at all (no chain and too few bars).
 
-        One contract (a held position marked every minute) takes :meth:`_model_one`: the same
-        steps on numpy scalars, the same values bit for bit."""
+        One contract (a held position marked by the paper exchange; a replay marks a session at a
+        time, :class:`_MarkPath`) takes :meth:`_model_one`: the same steps on numpy scalars, the
+        same values bit for bit."""
         known_at = known_at or now
         if len(symbols) == 1:
             return self._model_one(ticker, symbols[0], float(strike[0]), float(expiry_close[0]), bool(is_call[0]),
@@ -287,10 +378,9 @@ class HistoricalMarketData:
         years = (expiry_close - now.timestamp()) / YEAR_SECS
         sigma = np.full(len(symbols), np.nan)
         source = np.full(len(symbols), VolSource.LISTING.value, dtype=object)
-        for i, symbol in enumerate(symbols):
-            found = self.chains.listing_iv(symbol, known_at)
-            if found is not None:
-                sigma[i] = found[0]
+        for i, listed in enumerate(self.chains.listing_ivs(symbols, known_at)):
+            if listed is not None:
+                sigma[i] = listed
         reference = self.chains.nearest_with_iv(ticker, known_at, allow_later=allow_later)
         expiries = self._reference_expiries(reference[0]) if reference else []
         x = _moneyness(strike, spot, years)
@@ -305,8 +395,16 @@ class HistoricalMarketData:
                 return None
             sigma[missing] = fallback
             source[missing] = kind.value
+        price, bid, ask, delta, by_rule = self._price(spot, strike, years, x, sigma, is_call, expiries)
+        return ModelledQuotes(spot, price, bid, ask, sigma, delta, source, by_rule)
+
+    def _price(self, spot: float | np.ndarray, strike: np.ndarray, years: np.ndarray, x: np.ndarray, sigma: np.ndarray,
+               is_call: np.ndarray, expiries: list[_Expiry]) -> tuple[np.ndarray, ...]:
+        """Black-Scholes price and delta at volatility ``sigma``, and bid and ask around the price
+        (the reference chain's neighbour spreads, else the rule's): ``(price, bid, ask, delta,
+        by_rule)``, parallel to the rows. ``spot`` one price or one per row, dollars."""
         price, delta = bs_price_delta(spot, strike, years, sigma, is_call)
-        relative = np.full(len(symbols), np.nan)
+        relative = np.full(len(years), np.nan)
         chosen = self._nearest_expiry(expiries, years) if expiries else np.zeros(0, dtype=int)
         for j in np.unique(chosen):
             for call in (True, False):
@@ -315,7 +413,7 @@ class HistoricalMarketData:
         by_rule = np.isnan(relative)
         relative[by_rule] = rule_spread(np.maximum(years[by_rule] * 365, 0), delta[by_rule])
         bid, ask = quote_prices(price, relative * price)
-        return ModelledQuotes(spot, price, bid, ask, sigma, delta, source, by_rule)
+        return price, bid, ask, delta, by_rule
 
     def _model_one(self, ticker: str, symbol: str, strike: float, expiry_close: float, is_call: bool, spot: float,
                    now: dt.datetime, known_at: dt.datetime, allow_later: bool) -> ModelledQuotes | None:
@@ -402,23 +500,57 @@ class HistoricalMarketData:
 
     def _modelled_chain(
         self, ticker: str, now: dt.datetime, option_type: OptionType, min_dte: int, max_dte: int
-    ) -> list[OptionQuote]:
+    ) -> OptionChain | list[OptionQuote]:
+        """Every listed (modelled) contract of one type in the DTE window, as a chain whose quotes
+        are built when read: the values :meth:`_quotes` gives each of them, bit for bit."""
         spot_d = self.underlying_price(ticker, now)
         if spot_d is None:
             return []
         spot = float(spot_d)
         step = strike_step(ticker, spot)
-        strikes = np.arange(math.ceil(spot * (1 - STRIKE_RANGE) / step), math.floor(spot * (1 + STRIKE_RANGE) / step) + 1) * step
-        symbols = [
-            OccSymbol(ticker, expiration, option_type, Decimal(str(round(float(strike), 3))))
-            for expiration in self._expirations(ticker, exchange_date(now), min_dte, max_dte)
-            if expiry_close_epoch(expiration) > now.timestamp()
-            for strike in strikes
-        ]
-        return self._quotes(symbols, spot, now)
+        grid = np.arange(math.ceil(spot * (1 - STRIKE_RANGE) / step), math.floor(spot * (1 + STRIKE_RANGE) / step) + 1) * step
+        strikes = [Decimal(str(round(float(k), 3))) for k in grid]
+        expirations = [e for e in self._expirations(ticker, exchange_date(now), min_dte, max_dte)
+                       if expiry_close_epoch(e) > now.timestamp()]
+        if not strikes or not expirations:
+            return []
+        call = option_type is OptionType.CALL
+        if len(strikes) * len(expirations) == 1:
+            return self._quotes([OccSymbol(ticker, expirations[0], option_type, strikes[0])], spot, now)
+        # What _contract_terms gives each OccSymbol(ticker, e, option_type, k), without building them.
+        cp = "C" if call else "P"
+        strike_codes = [f"{cp}{int((k * 1000).to_integral_value(rounding=ROUND_HALF_UP)):08d}" for k in strikes]
+        texts = [root + code for root in (f"{ticker}{e:%y%m%d}" for e in expirations) for code in strike_codes]
+        n = len(texts)
+        modelled = self.model(
+            ticker, texts, np.tile(np.array([float(k) for k in strikes]), len(expirations)),
+            np.repeat(np.array([expiry_close_epoch(e) for e in expirations]), len(strikes)), np.full(n, call), spot, now)
+        if modelled is None:
+            return []
+        bid, ask, iv, delta = modelled.bid.tolist(), modelled.ask.tolist(), modelled.iv.tolist(), modelled.delta.tolist()
+        underlying = to_decimal(round(spot, 4))
+
+        def quote_of(i: int) -> OptionQuote:
+            symbol = OccSymbol(ticker, expirations[i // len(strikes)], option_type, strikes[i % len(strikes)])
+            return OptionQuote(symbol=symbol, bid=to_decimal(bid[i]), ask=max(to_decimal(ask[i]), CENT), volume=None,
+                               open_interest=None, iv=iv[i], delta=delta[i], underlying_price=underlying, quote_time=now,
+                               source=QuoteSource.MODELLED)
+
+        unknown = np.full(n, np.nan)
+        return OptionChain(
+            bid_ticks=_ticks(modelled.bid), ask_ticks=np.maximum(_ticks(modelled.ask), price_ticks(CENT)),
+            volume=unknown, open_interest=unknown, delta=modelled.delta,
+            expiration=np.repeat(np.array(expirations, dtype="datetime64[D]"), len(strikes)),
+            is_call=np.full(n, call), quote_of=quote_of)
 
     def _expirations(self, ticker: str, today: dt.date, min_dte: int, max_dte: int) -> list[dt.date]:
         return _listed_expirations(self.calendar, ticker in DAILY_EXPIRY_TICKERS, today, min_dte, max_dte)
+
+
+def _ticks(prices_usd: np.ndarray) -> np.ndarray:
+    """Cent-rounded prices (dollars, as :func:`quote_prices` gives them) in ticks of
+    :data:`~ops_pipeline.domain.market.PRICE_TICKS_PER_USD`: the value ``to_decimal`` reads."""
+    return np.rint(prices_usd * PRICE_TICKS_PER_USD).astype(np.int64)
 
 
 @lru_cache(maxsize=65536)
@@ -433,11 +565,16 @@ def _smile_iv(expiries: list[_Expiry], x: np.ndarray, years: np.ndarray) -> np.n
     total variance (σ²T) interpolated linearly in time between the two listed expirations around
     ``years``, the nearest one's smile beyond them (``expiries`` in time order)."""
     listed = np.array([e.years for e in expiries])
-    smiles = np.vstack([np.interp(x, e.smile_x, e.smile_iv) for e in expiries])  # expirations × contracts
     upper = np.clip(np.searchsorted(listed, years), 1, len(listed) - 1) if len(listed) > 1 else np.zeros(len(x), dtype=int)
     lower = np.maximum(upper - 1, 0)
     t1, t2 = listed[lower], listed[upper]
-    v1, v2 = smiles[lower, np.arange(len(x))], smiles[upper, np.arange(len(x))]
+    v1, v2 = np.empty(len(x)), np.empty(len(x))
+    for j in np.unique(np.concatenate((lower, upper))).tolist():  # only the smiles some contract reads
+        expiry = expiries[j]
+        for v, side in ((v1, lower), (v2, upper)):
+            rows = side == j
+            if rows.any():
+                v[rows] = np.interp(x[rows], expiry.smile_x, expiry.smile_iv)  # element by element
     t = np.clip(years, t1, t2)
     weight = np.where(t2 > t1, (t - t1) / np.where(t2 > t1, t2 - t1, 1.0), 0.0)
     variance = v1**2 * t1 + weight * (v2**2 * t2 - v1**2 * t1)
@@ -456,7 +593,17 @@ def _neighbour_spread(listed_x: np.ndarray, listed_rel: np.ndarray, x: np.ndarra
     window = np.clip(window, 0, len(listed_x) - 1)
     distance = np.where(inside, np.abs(listed_x[window] - x[:, None]), np.inf)
     nearest = np.take_along_axis(window, np.argsort(distance, axis=1)[:, :k], axis=1)
-    return np.median(listed_rel[nearest], axis=1)
+    return _row_median(listed_rel[nearest])
+
+
+def _row_median(values: np.ndarray) -> np.ndarray:
+    """``np.median(values, axis=1)``, bit for bit (the middle value, or the two middle values'
+    sum halved; NaN where a row has one), without its general machinery (most of the cost of a
+    few rows)."""
+    k = values.shape[1]
+    ordered = np.sort(values, axis=1)
+    middle = ordered[:, k // 2] if k % 2 else (ordered[:, k // 2 - 1] + ordered[:, k // 2]) / 2
+    return np.where(np.isnan(values).any(axis=1), np.nan, middle)
 
 
 @lru_cache(maxsize=4096)
