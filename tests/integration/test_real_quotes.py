@@ -14,7 +14,7 @@ import pytest
 
 from ops_pipeline.adapters.market_data.bars import load_bars
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar
-from ops_pipeline.adapters.market_data.chains import LagSource, expiry_close_epoch
+from ops_pipeline.adapters.market_data.chains import ChainStore, LagSource, expiry_close_epoch
 from ops_pipeline.adapters.market_data.quotes import HistoricalMarketData
 from ops_pipeline.domain.market import QuoteSource
 from ops_pipeline.domain.values import OccSymbol, OptionType
@@ -181,3 +181,14 @@ def test_a_contract_marked_a_session_ahead_gets_each_minutes_own_quote(market, d
                     sources.add(None if want is None else want.source)
                     compared += 1
     assert ahead._paths and {QuoteSource.MODELLED, QuoteSource.REAL} <= sources and compared > 2000
+
+
+def test_realized_volatility_of_many_minutes_at_once_is_each_minutes_own(data_dir):
+    calendar = TradingCalendar()
+    bars = {t: load_bars(data_dir / "bars_1min" / f"{t}_1min.csv", calendar, 1) for t in ("NVDA", "SOXL")}
+    together, alone = (HistoricalMarketData(bars, ChainStore(None, calendar), calendar) for _ in range(2))
+    for ticker, series in bars.items():
+        times = [dt.datetime.fromtimestamp(float(e) + 60, dt.timezone.utc) for e in series.start[::37]]
+        many = together.realized_vols(ticker, times)
+        assert many == [alone.realized_vol(ticker, t) for t in times]
+        assert sum(v is None for v in many) >= 1 and sum(v is not None for v in many) > 1000

@@ -31,6 +31,7 @@ from enum import StrEnum
 from functools import lru_cache
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ops_pipeline.adapters.market_data.bars import BarSeries
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange_date
@@ -219,6 +220,23 @@ class HistoricalMarketData:
                 self._realized[key] = None
         return self._realized[key]
 
+    def realized_vols(self, ticker: str, times: list[dt.datetime]) -> list[float | None]:
+        """:meth:`realized_vol` at each of ``times``; the full five-session windows not yet known
+        are reduced together (one ``np.std`` over their rows: each row the same returns summed in
+        the same order as alone, so the same values)."""
+        series = self.bars.get(ticker)
+        if series is None:
+            return [None] * len(times)
+        per_session = 390 * 60 // series.interval_secs
+        span = 5 * per_session
+        todo = sorted({i for i in (series.last_closed_index(t.timestamp()) for t in times)
+                       if i >= span and (ticker, i) not in self._realized})
+        if len(todo) > 1:
+            rows = sliding_window_view(self._log_returns(series), span)[np.array(todo) - span]  # returns[i - span:i]
+            for i, vol in zip(todo, (np.std(rows, axis=1) * math.sqrt(252 * per_session)).tolist(), strict=True):
+                self._realized[ticker, i] = vol
+        return [self.realized_vol(ticker, t) for t in times]
+
     def _log_returns(self, series: BarSeries) -> np.ndarray:
         """Log returns between consecutive closes of ``series``, computed once per series (element
         by element, so a slice of it equals the returns of the same closes computed alone)."""
@@ -325,7 +343,7 @@ class HistoricalMarketData:
                     vol[missing] = reference[1]
                 else:
                     at = [times[k] for k in np.flatnonzero(rows)[missing].tolist()]
-                    vol[missing] = [np.nan if (v := self.realized_vol(ticker, t)) is None else v for t in at]
+                    vol[missing] = [np.nan if v is None else v for v in self.realized_vols(ticker, at)]
             known = ~np.isnan(vol)  # no volatility at all: no quote, as model() gives none
             rows[rows] = known
             _, bid[rows], ask[rows], delta[rows], _ = self._price(
