@@ -208,34 +208,37 @@ class HistoricalMarketData:
         series = self.bars.get(ticker)
         if series is None:
             return None
-        i = series.last_closed_index(now.timestamp())
-        key = (ticker, i)
-        if key not in self._realized:
-            per_session = 390 * 60 // series.interval_secs
-            start = max(0, i - 5 * per_session)
-            if i + 1 - start >= 20:  # bars in the window
-                returns = self._log_returns(series)[start:i]  # = np.diff(np.log(close[start:i + 1])), bit for bit
-                self._realized[key] = float(np.std(returns) * math.sqrt(252 * per_session))
-            else:
-                self._realized[key] = None
-        return self._realized[key]
+        return self._realized_at(series, [series.last_closed_index(now.timestamp())])[0]
 
     def realized_vols(self, ticker: str, times: list[dt.datetime]) -> list[float | None]:
-        """:meth:`realized_vol` at each of ``times``; the full five-session windows not yet known
-        are reduced together (one ``np.std`` over their rows: each row the same returns summed in
-        the same order as alone, so the same values)."""
+        """:meth:`realized_vol` at each of ``times``."""
         series = self.bars.get(ticker)
         if series is None:
             return [None] * len(times)
+        return self._realized_at(series, [series.last_closed_index(t.timestamp()) for t in times])
+
+    def _realized_at(self, series: BarSeries, closed: list[int]) -> list[float | None]:
+        """Realized volatility as of each bar index of ``closed`` (the latest closed bar), memoized
+        per ticker and index. Several full five-session windows not yet known are reduced together
+        (one ``np.std`` over their rows: each row sums the same returns in the same order as the
+        window alone, so the same values)."""
         per_session = 390 * 60 // series.interval_secs
-        span = 5 * per_session
-        todo = sorted({i for i in (series.last_closed_index(t.timestamp()) for t in times)
-                       if i >= span and (ticker, i) not in self._realized})
-        if len(todo) > 1:
-            rows = sliding_window_view(self._log_returns(series), span)[np.array(todo) - span]  # returns[i - span:i]
-            for i, vol in zip(todo, (np.std(rows, axis=1) * math.sqrt(252 * per_session)).tolist(), strict=True):
-                self._realized[ticker, i] = vol
-        return [self.realized_vol(ticker, t) for t in times]
+        span, memo, ticker = 5 * per_session, self._realized, series.ticker
+        todo = sorted({i for i in closed if (ticker, i) not in memo})
+        full = [i for i in todo if i >= span]
+        if len(full) > 1:
+            rows = sliding_window_view(self._log_returns(series), span)[np.array(full) - span]  # returns[i - span:i]
+            for i, vol in zip(full, (np.std(rows, axis=1) * math.sqrt(252 * per_session)).tolist(), strict=True):
+                memo[ticker, i] = vol
+        for i in todo:
+            if (ticker, i) not in memo:
+                start = max(0, i - span)
+                if i + 1 - start >= 20:  # bars in the window
+                    returns = self._log_returns(series)[start:i]  # = np.diff(np.log(close[start:i + 1])), bit for bit
+                    memo[ticker, i] = float(np.std(returns) * math.sqrt(252 * per_session))
+                else:
+                    memo[ticker, i] = None
+        return [memo[ticker, i] for i in closed]
 
     def _log_returns(self, series: BarSeries) -> np.ndarray:
         """Log returns between consecutive closes of ``series``, computed once per series (element
@@ -342,8 +345,8 @@ class HistoricalMarketData:
                 if reference:
                     vol[missing] = reference[1]
                 else:
-                    at = [times[k] for k in np.flatnonzero(rows)[missing].tolist()]
-                    vol[missing] = [np.nan if v is None else v for v in self.realized_vols(ticker, at)]
+                    at = closed[np.flatnonzero(rows)[missing]].tolist()
+                    vol[missing] = [np.nan if v is None else v for v in self._realized_at(series, at)]
             known = ~np.isnan(vol)  # no volatility at all: no quote, as model() gives none
             rows[rows] = known
             _, bid[rows], ask[rows], delta[rows], _ = self._price(
