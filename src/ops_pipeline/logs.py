@@ -15,6 +15,7 @@ import json
 import logging
 import logging.handlers
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,44 +67,67 @@ def account_log_file(logs_dir: Path, tier: str) -> Path:
 
 
 class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """Append and rotate by size, safely when several processes write the same file."""
+    """Append and rotate by size, safely when several processes write the same file.
+
+    Each record is written under an exclusive ``flock`` of ``{file}.lock`` (kept open per
+    process: a forked child opens its own, since it would share its parent's lock otherwise),
+    after following a rotation another process made and rotating if the record would pass
+    ``max_bytes``; the record is formatted once."""
 
     def __init__(self, path: Path, max_bytes: int = MAX_BYTES, backups: int = BACKUPS) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         super().__init__(path, mode="a", maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         self._lock_path = f"{self.baseFilename}.lock"
+        self._lock_fd: int | None = None
+        self._lock_pid = 0
 
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        if self._lock_fd is None or self._lock_pid != os.getpid():
+            self._lock_fd, self._lock_pid = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644), os.getpid()
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
-            os.close(fd)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def _reopen_if_rotated(self) -> None:
-        """Another process renamed the file under us: write to the new one at the same path."""
-        if self.stream is None:
-            return
+    def _reopen_if_rotated(self) -> bool:
+        """Another process renamed the file under us: write to the new one at the same path.
+        Returns whether the path is a regular file (only those rotate, as in the standard library)."""
         try:
             current = os.stat(self.baseFilename)
         except FileNotFoundError:
             current = None
-        mine = os.fstat(self.stream.fileno())
-        if current is None or (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
-            self.stream.close()
+        if self.stream is not None:
+            mine = os.fstat(self.stream.fileno())
+            if current is None or (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
+                self.stream.close()
+                self.stream = self._open()
+        else:
             self.stream = self._open()
+        return current is None or stat.S_ISREG(current.st_mode)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            line = self.format(record) + self.terminator
             with self._file_lock():
-                self._reopen_if_rotated()
-                if self.shouldRollover(record):
+                regular = self._reopen_if_rotated()
+                if regular and self.maxBytes > 0 and self.stream.seek(0, 2) + len(line) >= self.maxBytes:
                     self.doRollover()
-                logging.FileHandler.emit(self, record)
+                    if self.stream is None:
+                        self.stream = self._open()
+                self.stream.write(line)
+                self.stream.flush()
         except Exception:  # noqa: BLE001 - logging must never break a run
             self.handleError(record)
+
+    def close(self) -> None:
+        try:
+            if self._lock_fd is not None and self._lock_pid == os.getpid():
+                os.close(self._lock_fd)
+            self._lock_fd = None
+        finally:
+            super().close()
 
 
 def file_handler(path: Path, level: int = logging.INFO, log_format: str = "text") -> logging.Handler:
