@@ -121,5 +121,8 @@ def run_replay(db: Database, settings: ReplaySettings, progress: ProgressFn | No
             for runner in runners:
                 runner.run_once(dispatch=False)
                 stats.position_manager_runs += 1
-            uow.refresh_statistics()
+            if stats.sessions & (stats.sessions - 1) == 0:  # sessions 1, 2, 4, 8, …: the tables about doubled
+                uow.refresh_statistics()
+            else:
+                uow.commit()
     return rig, stats
