@@ -81,15 +81,25 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
         self._lock_fd: int | None = None
         self._lock_pid = 0
 
+    def _process_lock_fd(self) -> int:
+        """This process's descriptor of the lock file. A forked child inherits its parent's, which
+        shares the parent's lock (flock locks belong to the open file, not the process): it opens
+        its own, and closes the inherited copy, which would otherwise keep a dead parent's lock."""
+        pid = os.getpid()
+        if self._lock_fd is None or self._lock_pid != pid:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+            self._lock_fd, self._lock_pid = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644), pid
+        return self._lock_fd
+
     @contextmanager
     def _file_lock(self) -> Iterator[None]:
-        if self._lock_fd is None or self._lock_pid != os.getpid():
-            self._lock_fd, self._lock_pid = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644), os.getpid()
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        fd = self._process_lock_fd()
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _reopen_if_rotated(self) -> bool:
         """Another process renamed the file under us: write to the new one at the same path.

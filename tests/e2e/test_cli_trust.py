@@ -198,3 +198,28 @@ def test_a_replay_into_a_database_whose_account_is_running_changes_nothing(postg
     with db.read() as conn:
         assert conn.execute(text("SELECT source FROM config_versions")).scalars().all() == ["a live run"]
     db.dispose()
+
+
+def test_a_forked_child_logs_under_its_own_lock_not_its_parents(tmp_path):
+    """flock locks belong to the open file: a child writing through the descriptor it inherited
+    would pass its parent's lock. While the parent holds the log's lock, the child's must block."""
+    import fcntl
+    import logging
+    import os
+
+    from ops_pipeline.logs import SharedRotatingFileHandler
+
+    handler = SharedRotatingFileHandler(tmp_path / "forked.log")
+    handler.emit(logging.LogRecord("t", logging.INFO, __file__, 1, "parent", None, None))  # opens the lock file
+    with handler._file_lock():
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child's exit code is the assertion
+            try:
+                fcntl.flock(handler._process_lock_fd(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                code = 1  # got the lock the parent holds: the inherited descriptor
+            except BlockingIOError:
+                code = 0
+            os._exit(code)
+        _, status = os.waitpid(child, 0)
+    handler.close()
+    assert os.waitstatus_to_exitcode(status) == 0
