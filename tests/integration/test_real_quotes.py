@@ -189,6 +189,6 @@ def test_realized_volatility_of_many_minutes_at_once_is_each_minutes_own(data_di
     together, alone = (HistoricalMarketData(bars, ChainStore(None, calendar), calendar) for _ in range(2))
     for ticker, series in bars.items():
         times = [dt.datetime.fromtimestamp(float(e) + 60, dt.timezone.utc) for e in series.start[::37]]
-        many = together.realized_vols(ticker, times)
+        many = together._realized_at(series, [series.last_closed_index(t.timestamp()) for t in times])
         assert many == [alone.realized_vol(ticker, t) for t in times]
         assert sum(v is None for v in many) >= 1 and sum(v is not None for v in many) > 1000

@@ -123,13 +123,13 @@ def _affordability_points(ask_ticks: np.ndarray, budget_usd: Decimal) -> np.ndar
     taken in Decimal (per distinct ask) as for one contract."""
     out = np.full(len(ask_ticks), AFFORD_POINTS)
     # cost = ask × 100 dollars ≤ budget  ⇔  ask_ticks ≤ budget × ticks per dollar / 100
-    affordable = int((budget_usd * (PRICE_TICKS_PER_USD // CONTRACT_MULTIPLIER)).to_integral_value(rounding=ROUND_FLOOR))
+    scaled = budget_usd * (PRICE_TICKS_PER_USD // CONTRACT_MULTIPLIER)
+    affordable = int(scaled.to_integral_value(rounding=ROUND_FLOOR))
     dear = (ask_ticks > affordable) | (ask_ticks <= 0)
     if dear.any():
         distinct, where = np.unique(ask_ticks[dear], return_inverse=True)
         # budget / (ticks / 10,000 × 100) is the same number as budget × 100 / ticks, and Decimal
         # division is correctly rounded, so the ratio is the one taken with the contract's cost.
-        scaled = budget_usd * (PRICE_TICKS_PER_USD // CONTRACT_MULTIPLIER)
         points = [0.0 if t <= 0 else AFFORD_POINTS * min(1.0, float(scaled / t)) for t in distinct.tolist()]
         out[dear] = np.array(points)[where]
     return out
@@ -168,11 +168,6 @@ def quality_score(quote: OptionQuote, budget_usd: Decimal) -> QualityScore:
     return score_chain(OptionChain.of([quote]), budget_usd).score(0)
 
 
-def days_to_expiry(quote: OptionQuote, today: dt.date) -> int:
-    """Calendar days from ``today`` (exchange date) to the contract's expiration."""
-    return (quote.symbol.expiration - today).days
-
-
 @dataclass(frozen=True, slots=True)
 class ScoredContract:
     quote: OptionQuote
@@ -184,7 +179,7 @@ class RankedContracts(Sequence[ScoredContract]):
     """Contracts of a chain that an account may buy, best first (see :func:`candidate_contracts`);
     each :class:`ScoredContract` is built when it is read."""
 
-    def __init__(self, chain: OptionChain, scores: ChainScores, order: np.ndarray, totals: list[float],
+    def __init__(self, chain: OptionChain, scores: ChainScores, order: np.ndarray, totals: np.ndarray,
                  dte: np.ndarray) -> None:
         self._chain, self._scores, self._order, self._totals, self._dte = chain, scores, order, totals, dte
 
@@ -195,8 +190,7 @@ class RankedContracts(Sequence[ScoredContract]):
         if isinstance(k, slice):
             return [self[j] for j in range(*k.indices(len(self)))]
         i = int(self._order[k])
-        return ScoredContract(self._chain[i], self._scores.score(i, self._totals[k if k >= 0 else k + len(self)]),
-                              int(self._dte[i]))
+        return ScoredContract(self._chain[i], self._scores.score(i, float(self._totals[k])), int(self._dte[i]))
 
     def __iter__(self) -> Iterator[ScoredContract]:
         return (self[k] for k in range(len(self)))
@@ -208,7 +202,7 @@ class RankedContracts(Sequence[ScoredContract]):
 
     def count_at_least(self, score: float) -> int:
         """How many contracts, from the best, have a (rounded) total of at least ``score`` points."""
-        return int(np.count_nonzero(np.asarray(self._totals, dtype=float) >= score))  # totals descend
+        return int(np.count_nonzero(self._totals >= score))  # totals descend
 
 
 def candidate_contracts(
@@ -241,7 +235,7 @@ def candidate_contracts(
     by_rank = np.lexsort((delta_gap, -totals))
     order, totals, delta_gap = index[by_rank], totals[by_rank], delta_gap[by_rank]
     order = _ties_by_symbol(chain, order, totals, delta_gap)
-    return RankedContracts(chain, scores, order, totals.tolist(), dte)
+    return RankedContracts(chain, scores, order, totals, dte)
 
 
 def _ties_by_symbol(chain: OptionChain, order: np.ndarray, totals: np.ndarray, delta_gap: np.ndarray) -> np.ndarray:

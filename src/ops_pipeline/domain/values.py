@@ -147,6 +147,15 @@ class OccSymbol:
 @functools.lru_cache(maxsize=65536)
 def _occ_text(underlying: str, expiration: dt.date, option_type: OptionType, strike: Decimal) -> str:
     """``str(OccSymbol)``, remembered (quotes and books format the same symbols every minute)."""
+    return occ_root(underlying, expiration) + occ_strike_code(option_type, strike)
+
+
+def occ_root(underlying: str, expiration: dt.date) -> str:
+    """The OCC symbol's first part: root and expiration (``SPY260320``)."""
+    return f"{underlying}{expiration:%y%m%d}"
+
+
+def occ_strike_code(option_type: OptionType, strike: Decimal) -> str:
+    """The OCC symbol's last part: C or P and the strike in thousandths over eight digits (``C00660000``)."""
     thousandths = int((strike * 1000).to_integral_value(rounding=ROUND_HALF_UP))
-    cp = "C" if option_type is OptionType.CALL else "P"
-    return f"{underlying}{expiration:%y%m%d}{cp}{thousandths:08d}"
+    return f"{'C' if option_type is OptionType.CALL else 'P'}{thousandths:08d}"

@@ -26,7 +26,7 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 
@@ -38,7 +38,7 @@ from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange
 from ops_pipeline.adapters.market_data.chains import YEAR_SECS, ChainSnapshot, ChainStore, expiry_close_epoch
 from ops_pipeline.domain.market import PRICE_TICKS_PER_USD, OptionChain, OptionQuote, QuoteSource, price_ticks
 from ops_pipeline.domain.pricing import MIN_YEARS, bs_delta, bs_price_delta
-from ops_pipeline.domain.values import CENT, OccSymbol, OptionType, to_decimal
+from ops_pipeline.domain.values import CENT, OccSymbol, OptionType, occ_root, occ_strike_code, to_decimal
 
 DAILY_EXPIRY_TICKERS = frozenset({"SPY", "QQQ", "IWM"})
 DEFAULT_MAX_QUOTE_AGE = dt.timedelta(minutes=30)
@@ -143,6 +143,15 @@ def strike_step(ticker: str, spot: float) -> float:
     return 5.0
 
 
+def _modelled_quote(symbol: OccSymbol, bid: float, ask: float, iv: float, delta: float, underlying: Decimal,
+                    now: dt.datetime) -> OptionQuote:
+    """A modelled contract's :class:`OptionQuote` from the model's values (dollars per share, the
+    ask at least a cent); ``underlying`` the price it was modelled against, dollars."""
+    return OptionQuote(symbol=symbol, bid=to_decimal(bid), ask=max(to_decimal(ask), CENT), volume=None,
+                       open_interest=None, iv=iv, delta=delta, underlying_price=underlying, quote_time=now,
+                       source=QuoteSource.MODELLED)
+
+
 class _MarkPath:
     """One contract's modelled quotes at a run of whole minutes (``times``, aware), parallel
     arrays; NaN ``bid`` where no quote could be modelled. A held contract is marked every minute
@@ -159,10 +168,8 @@ class _MarkPath:
         """The quote at ``now`` (= ``times[k]``), built as :meth:`HistoricalMarketData._quotes` builds it."""
         if math.isnan(self._spot[k]) or math.isnan(self._bid[k]):
             return None
-        return OptionQuote(
-            symbol=self.symbol, bid=to_decimal(self._bid[k]), ask=max(to_decimal(self._ask[k]), CENT), volume=None,
-            open_interest=None, iv=self._iv[k], delta=self._delta[k], underlying_price=to_decimal(round(self._spot[k], 4)),
-            quote_time=now, source=QuoteSource.MODELLED)
+        return _modelled_quote(self.symbol, self._bid[k], self._ask[k], self._iv[k], self._delta[k],
+                               to_decimal(round(self._spot[k], 4)), now)
 
 
 class HistoricalMarketData:
@@ -209,13 +216,6 @@ class HistoricalMarketData:
         if series is None:
             return None
         return self._realized_at(series, [series.last_closed_index(now.timestamp())])[0]
-
-    def realized_vols(self, ticker: str, times: list[dt.datetime]) -> list[float | None]:
-        """:meth:`realized_vol` at each of ``times``."""
-        series = self.bars.get(ticker)
-        if series is None:
-            return [None] * len(times)
-        return self._realized_at(series, [series.last_closed_index(t.timestamp()) for t in times])
 
     def _realized_at(self, series: BarSeries, closed: list[int]) -> list[float | None]:
         """Realized volatility as of each bar index of ``closed`` (the latest closed bar), memoized
@@ -511,10 +511,7 @@ class HistoricalMarketData:
             return []
         underlying = to_decimal(round(spot, 4))
         return [
-            OptionQuote(
-                symbol=symbol, bid=to_decimal(bid), ask=max(to_decimal(ask), CENT), volume=None, open_interest=None,
-                iv=iv, delta=delta, underlying_price=underlying, quote_time=now, source=QuoteSource.MODELLED,
-            )
+            _modelled_quote(symbol, bid, ask, iv, delta, underlying, now)
             for symbol, bid, ask, iv, delta in zip(symbols, modelled.bid.tolist(), modelled.ask.tolist(),
                                                    modelled.iv.tolist(), modelled.delta.tolist(), strict=True)
         ]
@@ -538,10 +535,9 @@ class HistoricalMarketData:
         call = option_type is OptionType.CALL
         if len(strikes) * len(expirations) == 1:
             return self._quotes([OccSymbol(ticker, expirations[0], option_type, strikes[0])], spot, now)
-        # What _contract_terms gives each OccSymbol(ticker, e, option_type, k), without building them.
-        cp = "C" if call else "P"
-        strike_codes = [f"{cp}{int((k * 1000).to_integral_value(rounding=ROUND_HALF_UP)):08d}" for k in strikes]
-        texts = [root + code for root in (f"{ticker}{e:%y%m%d}" for e in expirations) for code in strike_codes]
+        # str(OccSymbol(ticker, e, option_type, k)) of each contract, without building them.
+        strike_codes = [occ_strike_code(option_type, k) for k in strikes]
+        texts = [root + code for root in (occ_root(ticker, e) for e in expirations) for code in strike_codes]
         n = len(texts)
         modelled = self.model(
             ticker, texts, np.tile(np.array([float(k) for k in strikes]), len(expirations)),
@@ -553,9 +549,7 @@ class HistoricalMarketData:
 
         def quote_of(i: int) -> OptionQuote:
             symbol = OccSymbol(ticker, expirations[i // len(strikes)], option_type, strikes[i % len(strikes)])
-            return OptionQuote(symbol=symbol, bid=to_decimal(bid[i]), ask=max(to_decimal(ask[i]), CENT), volume=None,
-                               open_interest=None, iv=iv[i], delta=delta[i], underlying_price=underlying, quote_time=now,
-                               source=QuoteSource.MODELLED)
+            return _modelled_quote(symbol, bid[i], ask[i], iv[i], delta[i], underlying, now)
 
         unknown = np.full(n, np.nan)
         return OptionChain(
