@@ -37,12 +37,16 @@ class ReadCache:
         self._tagged: dict[str, dict[Hashable, tuple[tuple[str | None, str], ...]]] = {}
         self._announced = 0
         self._silent = 0
+        self._unannounced = False
+        """Whether any write was counted for every account (:data:`ALL`): stamps then add its counts."""
         self.hits = 0
         self.misses = 0
 
     def _stamp(self, tables: Iterable[tuple[str | None, str]]) -> tuple[int, ...]:
         gens = self._generations
-        return tuple(gens.get(t, 0) + gens.get((ALL, t[1]), 0) for t in tables)
+        if not self._unannounced:  # the usual case: no write has counted for every account
+            return tuple([gens.get(t, 0) for t in tables])
+        return tuple([gens.get(t, 0) + gens.get((ALL, t[1]), 0) for t in tables])
 
     def get(self, key: Hashable, tables: tuple[tuple[str | None, str], ...], load: Callable[[], T],
             tag: str | None = None) -> T:
@@ -67,6 +71,8 @@ class ReadCache:
             return
         key = (account_name, table)
         self._generations[key] = self._generations.get(key, 0) + 1
+        if account_name == ALL:
+            self._unannounced = True
 
     def wrote_and_patch(self, key: Hashable, tables: tuple[tuple[str | None, str], ...],
                         written: tuple[str | None, str], patch: Callable[[Any], Any]) -> None:

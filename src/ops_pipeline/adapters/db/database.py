@@ -262,6 +262,9 @@ class _FlushingConnection:
     def __init__(self, conn: Connection, buffer: WriteBehind) -> None:
         self._conn = conn
         self._buffer = buffer
+        self.info = conn.info
+        """The connection's (the DBAPI connection's, for its life): where the read cache hangs,
+        read before every remembered read."""
 
     def execute(self, statement, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - Connection.execute
         buffer = self._buffer

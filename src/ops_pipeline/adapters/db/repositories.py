@@ -108,26 +108,20 @@ class ClaimOutlook:
 class MarkedRow:
     """A position row as the database returns it, with a newer mark than the row it was read as
     (a mark applied to a remembered read, see :meth:`AccountRepository.update_position`).
-    Attributes and ``_mapping`` read like the row's."""
-
-    __slots__ = ("_marks", "_row")
+    Attributes and ``_mapping`` read like the row's. Its columns are its instance attributes, so
+    reading one costs what reading a row's does (every run reads every open position's)."""
 
     def __init__(self, row: Any, marks: dict[str, Any]) -> None:  # noqa: ANN401 - a Row
-        if isinstance(row, MarkedRow):
-            row, marks = row._row, {**row._marks, **marks}
-        self._row = row
-        self._marks = marks
-
-    def __getattr__(self, name: str) -> Any:  # noqa: ANN401
-        marks = self._marks
-        return marks[name] if name in marks else getattr(self._row, name)
+        fields = dict(row.__dict__ if isinstance(row, MarkedRow) else row._mapping)
+        fields.update(marks)
+        self.__dict__ = fields
 
     @property
     def _mapping(self) -> dict[str, Any]:
-        return {**self._row._mapping, **self._marks}
+        return dict(self.__dict__)
 
     def __repr__(self) -> str:
-        return f"MarkedRow({self._row!r}, {self._marks!r})"
+        return f"MarkedRow({self.__dict__!r})"
 
 
 def _as_read(column: Any, value: Any) -> Any:  # noqa: ANN401 - a Column and its value
@@ -143,6 +137,9 @@ def _as_read(column: Any, value: Any) -> Any:  # noqa: ANN401 - a Column and its
     return value
 
 
+_DEPS: dict[tuple[Any, ...], tuple[tuple[str | None, str], ...]] = {}
+"""(account, tables, shared tables) → the cache dependencies of a read of them (:meth:`AccountRepository._deps`)."""
+
 UNDECIDED = "undecided_since"
 """The cache tag of every account's remembered undecided recommendations (keys end with their anchor)."""
 
@@ -151,10 +148,17 @@ CLAIM_HORIZON = dt.timedelta(hours=24)
 table. One this account never saw (it was not running) stays without a decision for it."""
 
 
+_COLUMN_NAMES: dict[Any, frozenset[str]] = {}
+"""Table → its column names, built once (checked before every write)."""
+
+
 def _columns(table: Any, values: dict[str, Any]) -> None:  # noqa: ANN401 - a Table
     """Refuse a value for a column ``table`` does not have (executed parameters would drop it)."""
-    unknown = set(values) - set(table.c.keys())
-    if unknown:
+    names = _COLUMN_NAMES.get(table)
+    if names is None:
+        names = _COLUMN_NAMES[table] = frozenset(table.c.keys())
+    if not names.issuperset(values):
+        unknown = set(values) - names
         raise ValueError(f"{table.name} has no column {', '.join(sorted(unknown))}")
 
 
@@ -452,8 +456,14 @@ class AccountRepository:
         ])
 
     def _deps(self, tables: tuple[Any, ...], *shared: Any) -> tuple[tuple[str | None, str], ...]:  # noqa: ANN401
-        """The cache dependencies of a read of this account's ``tables`` and the ``shared`` ones."""
-        return tuple((self.account_name, t.name) for t in tables) + tuple((None, t.name) for t in shared)
+        """The cache dependencies of a read of this account's ``tables`` and the ``shared`` ones
+        (built once per account and tables: asked before every remembered read)."""
+        key = (self.account_name, tables, shared)
+        deps = _DEPS.get(key)
+        if deps is None:
+            deps = _DEPS[key] = (tuple((self.account_name, t.name) for t in tables)
+                                 + tuple((None, t.name) for t in shared))
+        return deps
 
     def may_have_claims(self, *, now: dt.datetime, ttl: dt.timedelta, cutoff: dt.datetime | None = None) -> ClaimOutlook:
         """What :meth:`reject_stale` (with ``cutoff``) and :meth:`claim` could find at ``now``: this

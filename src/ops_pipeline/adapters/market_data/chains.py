@@ -144,6 +144,13 @@ class ChainSnapshot:
         return float(np.median(values)) if len(values) else None
 
 
+def minute_epochs(start: dt.datetime, minutes: int) -> np.ndarray:
+    """``(start + k minutes).timestamp()`` for k in 0..minutes-1, bit for bit (float64)."""
+    if start.microsecond == 0:  # whole seconds: every value an integer, exact in a float
+        return start.timestamp() + 60.0 * np.arange(minutes)
+    return np.array([(start + dt.timedelta(minutes=k)).timestamp() for k in range(minutes)])
+
+
 def expiry_close_epoch(expiration: dt.date) -> float:
     """16:00 US/Eastern on the expiration date, epoch seconds (options stop trading at the close)."""
     return from_exchange(dt.datetime.combine(expiration, dt.time(16))).timestamp()
@@ -495,6 +502,31 @@ class ChainStore:
             i = bisect.bisect_right(listed[0], at) - 1 if listed is not None else -1
             found.append(listed[1][i] if i >= 0 else None)  # type: ignore[index]
         return found
+
+    def listing_iv_each_minute(self, symbol: str, start: dt.datetime, minutes: int) -> np.ndarray:
+        """:meth:`listing_iv`'s volatility at ``start`` and each whole minute after it, ``minutes``
+        times in all, all on ``start``'s exchange day; NaN where none. The same bisection as at
+        each time alone (:func:`minute_epochs`), on the snapshots loaded for that day."""
+        self._load_until(start)
+        epochs = minute_epochs(start, minutes)
+        found = self._listings.get(symbol)
+        if found is None:
+            return np.full(minutes, np.nan)
+        i = np.searchsorted(np.asarray(found[0]), epochs, side="right") - 1
+        return np.where(i >= 0, np.asarray([*found[1], np.nan])[i], np.nan)
+
+    def nearest_with_iv_each_minute(self, ticker: str, start: dt.datetime,
+                                    minutes: int) -> tuple[np.ndarray, list[tuple[ChainSnapshot, float] | None]]:
+        """:meth:`nearest_with_iv` at ``start`` and each whole minute after it, ``minutes`` times in
+        all, on ``start``'s exchange day: ``(which, found)``, ``found[which[k]]`` the answer at
+        minute ``k``. The answer changes only where a snapshot's quote time is passed, so it is
+        asked once per run of minutes between two quote times, at the run's first minute."""
+        self._load_until(start)
+        passed = np.searchsorted(np.asarray(self._times.get(ticker, []), dtype=float), minute_epochs(start, minutes),
+                                 side="right")
+        firsts = np.flatnonzero(np.r_[True, passed[1:] != passed[:-1]])
+        found = [self.nearest_with_iv(ticker, start + dt.timedelta(minutes=k)) for k in firsts.tolist()]
+        return np.repeat(np.arange(len(firsts)), np.diff(np.r_[firsts, minutes])), found
 
     def nearest_with_iv(self, ticker: str, now: dt.datetime, *, allow_later: bool = True) -> tuple[ChainSnapshot, float] | None:
         """The snapshot nearest ``now`` that yields an ATM IV: the latest at or before ``now`` if

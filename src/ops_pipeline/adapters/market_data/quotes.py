@@ -35,13 +35,14 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ops_pipeline.adapters.market_data.bars import BarSeries
 from ops_pipeline.adapters.market_data.calendar import TradingCalendar, exchange_date
-from ops_pipeline.adapters.market_data.chains import YEAR_SECS, ChainSnapshot, ChainStore, expiry_close_epoch
+from ops_pipeline.adapters.market_data.chains import YEAR_SECS, ChainSnapshot, ChainStore, expiry_close_epoch, minute_epochs
 from ops_pipeline.domain.market import PRICE_TICKS_PER_USD, OptionChain, OptionQuote, QuoteSource, price_ticks
 from ops_pipeline.domain.pricing import MIN_YEARS, bs_delta, bs_price_delta
 from ops_pipeline.domain.values import CENT, OccSymbol, OptionType, occ_root, occ_strike_code, to_decimal
 
 DAILY_EXPIRY_TICKERS = frozenset({"SPY", "QQQ", "IWM"})
 DEFAULT_MAX_QUOTE_AGE = dt.timedelta(minutes=30)
+MINUTE = dt.timedelta(minutes=1)
 MIN_SPREAD = 0.01
 STRIKE_RANGE = 0.12
 SPREAD_NEIGHBOURS = 4
@@ -153,19 +154,23 @@ def _modelled_quote(symbol: OccSymbol, bid: float, ask: float, iv: float, delta:
 
 
 class _MarkPath:
-    """One contract's modelled quotes at a run of whole minutes (``times``, aware), parallel
-    arrays; NaN ``bid`` where no quote could be modelled. A held contract is marked every minute
-    of a replay: modelled a session at a time, its marks cost one pass instead of one a minute."""
+    """One contract's modelled quotes at ``start`` (aware) and each whole minute after it,
+    parallel arrays; NaN ``bid`` where no quote could be modelled. A held contract is marked every
+    minute of a replay: modelled a session at a time, its marks cost one pass instead of one a minute."""
 
-    def __init__(self, symbol: OccSymbol, times: list[dt.datetime], spot: np.ndarray, bid: np.ndarray,
+    def __init__(self, symbol: OccSymbol, start: dt.datetime, spot: np.ndarray, bid: np.ndarray,
                  ask: np.ndarray, iv: np.ndarray, delta: np.ndarray) -> None:
-        self.symbol, self.times, self.start, self.end = symbol, times, times[0], times[-1]
-        self.index = {t: k for k, t in enumerate(times)}
+        self.symbol, self.start, self.end = symbol, start, start + (len(spot) - 1) * MINUTE
         self._spot, self._bid, self._ask = spot.tolist(), bid.tolist(), ask.tolist()
         self._iv, self._delta = iv.tolist(), delta.tolist()
 
+    def minute_of(self, now: dt.datetime) -> int | None:
+        """The index of ``now`` on the path, or None if it is not one of its minutes."""
+        k, off = divmod(now - self.start, MINUTE)
+        return k if not off and 0 <= k < len(self._spot) else None
+
     def quote(self, k: int, now: dt.datetime) -> OptionQuote | None:
-        """The quote at ``now`` (= ``times[k]``), built as :meth:`HistoricalMarketData._quotes` builds it."""
+        """The quote at ``now`` (minute ``k``), built as :meth:`HistoricalMarketData._quotes` builds it."""
         if math.isnan(self._spot[k]) or math.isnan(self._bid[k]):
             return None
         return _modelled_quote(self.symbol, self._bid[k], self._ask[k], self._iv[k], self._delta[k],
@@ -290,12 +295,14 @@ class HistoricalMarketData:
             i = self._index(snap).get(str(symbol))
             if i is not None:
                 return self._real_quote(snap, i)
+        if self.mark_ahead and (path := self._paths.get(symbol)) is not None and (k := path.minute_of(now)) is not None:
+            return path.quote(k, now)  # the path's spot is the underlying price's (NaN: none, so no quote)
         spot = self.underlying_price(symbol.underlying, now)
         if spot is None:
             return None
         if self.mark_ahead:
             path = self._path(symbol, now)
-            k = path.index.get(now)
+            k = path.minute_of(now)
             if k is not None:  # else a time off the path's minutes: modelled alone below
                 return path.quote(k, now)
         quotes = self._quotes([symbol], float(spot), now)
@@ -315,24 +322,23 @@ class HistoricalMarketData:
         each minute exactly as :meth:`model` models it alone then (spot, chains and volatility as
         of that minute: nothing after it is read), in one pass per reference chain."""
         session = self.calendar.session(exchange_date(now))
-        times = [now]
-        if session is not None:
-            times += [now + dt.timedelta(minutes=k) for k in range(1, int((session.close - now).total_seconds() // 60) + 1)]
-        epochs = np.array([t.timestamp() for t in times])
+        n = 1 + (int((session.close - now).total_seconds() // 60) if session is not None else 0)
+        epochs = minute_epochs(now, n)
         ticker, text, strike, expiry_close, call = symbol.underlying, *_contract_terms(symbol)
         series = self.bars[ticker]
         closed = np.searchsorted(series.start, np.floor(epochs) - series.interval_secs, side="right") - 1
         spot = np.array([round(float(series.close[i]), 4) if i >= 0 else np.nan for i in closed.tolist()])
-        listed = [self.chains.listing_iv(text, t) for t in times]
-        sigma = np.array([np.nan if found is None else found[0] for found in listed])
-        references = [self.chains.nearest_with_iv(ticker, t) for t in times]
-        bid, ask, iv, delta = (np.full(len(times), np.nan) for _ in range(4))
+        sigma = self.chains.listing_iv_each_minute(text, now, n)
+        which, references = self.chains.nearest_with_iv_each_minute(ticker, now, n)
+        bid, ask, iv, delta = (np.full(n, np.nan) for _ in range(4))
         usable = ~np.isnan(spot)
-        for key in dict.fromkeys(None if r is None else id(r[0]) for r in references):
-            rows = usable & np.array([(None if r is None else id(r[0])) == key for r in references])
+        # Minutes with the same reference chain (by identity) are modelled together.
+        key_of = [None if r is None else id(r[0]) for r in references]
+        for key in dict.fromkeys(key_of):
+            rows = usable & np.isin(which, [j for j, k in enumerate(key_of) if k == key])
             if not rows.any():
                 continue
-            reference = references[int(np.flatnonzero(rows)[0])]
+            reference = references[int(which[np.flatnonzero(rows)[0]])]
             expiries = self._reference_expiries(reference[0]) if reference else []
             years = (np.float64(expiry_close) - epochs[rows]) / YEAR_SECS
             x = _moneyness(np.float64(strike), spot[rows], years)
@@ -352,7 +358,7 @@ class HistoricalMarketData:
             _, bid[rows], ask[rows], delta[rows], _ = self._price(
                 spot[rows], np.float64(strike), years[known], x[known], vol[known], np.full(int(known.sum()), call), expiries)
             iv[rows] = vol[known]
-        return _MarkPath(symbol, times, spot, bid, ask, iv, delta)
+        return _MarkPath(symbol, now, spot, bid, ask, iv, delta)
 
     def _index(self, snap: ChainSnapshot) -> dict[str, int]:
         key = id(snap)
