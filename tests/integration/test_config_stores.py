@@ -247,3 +247,31 @@ def test_validate_and_diff_a_parameter_file(tmp_path, monkeypatch):
     assert refused.exit_code == 1 and "max_open_positions" in refused.output and "typo_key: unknown key" in refused.output
     diff = runner.invoke(app, ["config", "diff", str(good), "--tier", "small"])
     assert "max_open_positions: 3 → 2" in diff.output and "max_daily_loss: 200.0 → 150.0" in diff.output
+
+
+def test_a_local_parameter_read_again_whenever_its_file_may_have_changed(tmp_path):
+    """A loop asks the store before every run, so a settled file is answered from its status
+    alone; an edit must still count at once, even one of the same size whose modification time is
+    put back (``cp -p``, ``rsync -t``): its change time moves."""
+    later = [0]
+    store = LocalParameterStore(tmp_path, clock_ns=lambda: os.stat(path).st_ctime_ns + later[0])
+    path = tmp_path / "dispatcher_config_tiny.json"
+    path.write_text('{"max_open_positions": 2}')
+    fresh = store.get("/ops-pipeline/dispatcher_config_tiny")
+    assert json.loads(fresh.text) == {"max_open_positions": 2}
+    later[0] = 10**10  # the file last changed 10 s before it was read: its status vouches for it
+    settled = store.get("/ops-pipeline/dispatcher_config_tiny")
+    assert settled == fresh and store.get("/ops-pipeline/dispatcher_config_tiny") is settled
+    before = os.stat(path)
+    probe = tmp_path / "probe"
+    for _ in range(10**6):  # past the file system's timestamp tick, so the edit's change time differs
+        probe.touch()
+        if os.stat(probe).st_ctime_ns > before.st_ctime_ns:
+            break
+    path.write_text('{"max_open_positions": 3}')
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_size == before.st_size and os.stat(path).st_mtime_ns == before.st_mtime_ns
+    edited = store.get("/ops-pipeline/dispatcher_config_tiny")
+    assert json.loads(edited.text) == {"max_open_positions": 3} and edited.version != fresh.version
+    path.unlink()
+    assert store.get("/ops-pipeline/dispatcher_config_tiny") is None

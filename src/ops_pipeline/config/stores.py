@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
+import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,11 +45,30 @@ class ParameterStore(Protocol):
         ...
 
 
-class LocalParameterStore:
-    """Parameters as JSON files in one folder."""
+SETTLED_NS = 2_000_000_000
+"""How long ago (ns) a file must have last changed for its status to vouch for its bytes."""
 
-    def __init__(self, folder: Path) -> None:
+
+def _signature(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class LocalParameterStore:
+    """Parameters as JSON files in one folder.
+
+    Every :meth:`get` looks at the file (a loop asks before every run, and an edit must count at
+    once). The bytes are read again unless the file's status (device, inode, size, modification
+    and change times) equals the one they were read under *and* the file had last changed at least
+    :data:`SETTLED_NS` before that read: a later write, a rename over it or a ``touch`` changes
+    the change time, which no one can set back, and a write within the file system's timestamp
+    granularity of the read (the case a status alone misses) is excluded by the margin (git's
+    "racily clean" rule)."""
+
+    def __init__(self, folder: Path, *, clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.folder = folder
+        self._clock_ns = clock_ns
+        """Wall time in ns, as the file system stamps files (injected by tests)."""
+        self._read: dict[Path, tuple[tuple[int, ...], StoredParameter]] = {}
 
     def path_for(self, name: str, suffix: str = ".json") -> Path:
         return self.folder / f"{name.rstrip('/').rsplit('/', 1)[-1]}{suffix}"
@@ -53,15 +76,34 @@ class LocalParameterStore:
     def get(self, name: str) -> StoredParameter | None:
         for suffix in (".json", ".toml"):
             path = self.path_for(name, suffix)
-            if path.is_file():
-                raw = path.read_bytes()
-                text = raw.decode("utf-8")
-                if suffix == ".toml":
-                    try:
-                        text = json.dumps(tomllib.loads(text))
-                    except tomllib.TOMLDecodeError as exc:
-                        raise ConfigError(f"parameter {name} ({path}) is not valid TOML: {exc}") from None
-                return StoredParameter(name, text, str(path), hashlib.sha256(raw).hexdigest()[:12])
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            seen = self._read.get(path)
+            if seen is not None and seen[0] == _signature(st) and seen[1].name == name:
+                return seen[1]
+            read_at = self._clock_ns()
+            raw = path.read_bytes()
+            text = raw.decode("utf-8")
+            if suffix == ".toml":
+                try:
+                    text = json.dumps(tomllib.loads(text))
+                except tomllib.TOMLDecodeError as exc:
+                    raise ConfigError(f"parameter {name} ({path}) is not valid TOML: {exc}") from None
+            stored = StoredParameter(name, text, str(path), hashlib.sha256(raw).hexdigest()[:12])
+            try:
+                after = path.stat()
+            except OSError:
+                after = None
+            settled = read_at - max(st.st_mtime_ns, st.st_ctime_ns) >= SETTLED_NS
+            if after is not None and _signature(after) == _signature(st) and settled:
+                self._read[path] = (_signature(st), stored)
+            else:
+                self._read.pop(path, None)
+            return stored
         return None
 
     def put(self, name: str, text: str) -> StoredParameter:

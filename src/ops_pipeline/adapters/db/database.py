@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -208,8 +209,10 @@ class WriteBehind:
             return
         pending, self.pending = self.pending, []
         self.runs.clear()
-        for table in self.BUFFERED:
-            _insert_in_order(conn, table, [row for name, row in pending if name == table.name])
+        cache = cache_of(conn)
+        with cache.silenced() if cache is not None else nullcontext():  # counted when buffered
+            for table in self.BUFFERED:
+                _insert_in_order(conn, table, [row for name, row in pending if name == table.name])
 
     def flush_decisions(self, conn: Connection) -> None:
         """Insert the buffered decisions in the order they were written (their ids as if each had
@@ -248,8 +251,37 @@ def _insert_in_order(conn: Connection, table: Table, rows: list[dict]) -> None:
         end = start
         while end < len(rows) and rows[end].keys() == rows[start].keys():
             end += 1
-        conn.execute(table.insert(), rows[start:end])
+        _insert_many(conn, table, rows[start:end])
         start = end
+
+
+_DRIVER_INSERTS: dict[tuple[str, Table, tuple[str, ...]], tuple[str, list[tuple[str, Any]]]] = {}
+"""(dialect, table, columns) → the INSERT's SQL and each parameter's column and bind processor."""
+
+
+def _insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
+    """One executemany INSERT of ``rows`` (same columns). On SQLite (qmark parameters) straight on
+    the driver, each value through the bind processor SQLAlchemy would apply to its column
+    (``type.dialect_impl(dialect).bind_processor``): the same bytes stored, without SQLAlchemy's
+    per-row bookkeeping (a replay writes about 240,000 run and snapshot rows this way). Any other
+    dialect, or a column left out that has a Python-side default, goes through ``conn.execute``."""
+    dialect = conn.dialect
+    keys = tuple(rows[0])
+    plan = _DRIVER_INSERTS.get((dialect.name, table, keys))
+    if plan is None:
+        direct = dialect.name == "sqlite" and dialect.paramstyle == "qmark" and not any(
+            c.default is not None and c.key not in keys for c in table.c)
+        if not direct:
+            conn.execute(table.insert(), rows)
+            return
+        compiled = table.insert().compile(dialect=dialect, column_keys=list(keys))
+        assert compiled.positiontup is not None
+        params = [compiled.binds[name].key for name in compiled.positiontup]
+        plan = _DRIVER_INSERTS[(dialect.name, table, keys)] = (compiled.string, [
+            (key, table.c[key].type.dialect_impl(dialect).bind_processor(dialect)) for key in params])
+    sql, columns = plan
+    conn.exec_driver_sql(sql, [tuple(row[key] if process is None else process(row[key]) for key, process in columns)
+                               for row in rows])
 
 
 _MARKED = frozenset(f"{active_positions.name}.{c}" for c in POSITION_MARK_COLUMNS)
