@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import lru_cache
 from typing import Any
 
 from ops_pipeline.adapters.market_data.calendar import EXCHANGE_TZ, exchange_date
@@ -21,7 +22,14 @@ _ACCOUNT: ContextVar[str | None] = ContextVar("ops_pipeline_account", default=No
 
 def run_id_for(kind: str, account_name: str, now: dt.datetime) -> str:
     """Deterministic run id from kind, account and time to the second (``dispatcher-tiny-1k-20260316T143100``)."""
-    return f"{kind}-{account_name}-{now.astimezone(EXCHANGE_TZ):%Y%m%dT%H%M%S}"
+    return f"{kind}-{account_name}-{_run_stamp(now)}"
+
+
+@lru_cache(maxsize=256)
+def _run_stamp(now: dt.datetime) -> str:
+    """``now`` as exchange time to the second, ``YYYYmmddTHHMMSS`` (every account's runs of a
+    minute share it)."""
+    return f"{now.astimezone(EXCHANGE_TZ):%Y%m%dT%H%M%S}"
 
 
 def day_start(now: dt.datetime) -> dt.datetime:

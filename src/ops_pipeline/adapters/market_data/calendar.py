@@ -23,8 +23,10 @@ def to_exchange(ts: dt.datetime) -> dt.datetime:
     return ts.astimezone(EXCHANGE_TZ)
 
 
+@lru_cache(maxsize=4096)
 def exchange_date(ts: dt.datetime) -> dt.date:
-    """The US/Eastern calendar date of an aware datetime."""
+    """The US/Eastern calendar date of an aware datetime (remembered per instant: every run asks
+    it of the same minute many times)."""
     return ts.astimezone(EXCHANGE_TZ).date()
 
 
