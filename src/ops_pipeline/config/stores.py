@@ -68,21 +68,29 @@ class LocalParameterStore:
         self.folder = folder
         self._clock_ns = clock_ns
         """Wall time in ns, as the file system stamps files (injected by tests)."""
-        self._read: dict[Path, tuple[tuple[int, ...], StoredParameter]] = {}
+        self._read: dict[str, tuple[tuple[int, ...], StoredParameter]] = {}
+        self._paths: dict[str, list[tuple[str, Path, str]]] = {}
 
     def path_for(self, name: str, suffix: str = ".json") -> Path:
         return self.folder / f"{name.rstrip('/').rsplit('/', 1)[-1]}{suffix}"
 
+    def _candidates(self, name: str) -> list[tuple[str, Path, str]]:
+        """``name``'s possible files, ``(suffix, path, path as text)``, JSON first."""
+        found = self._paths.get(name)
+        if found is None:
+            found = self._paths[name] = [(suffix, path, str(path))
+                                         for suffix in (".json", ".toml") for path in [self.path_for(name, suffix)]]
+        return found
+
     def get(self, name: str) -> StoredParameter | None:
-        for suffix in (".json", ".toml"):
-            path = self.path_for(name, suffix)
+        for suffix, path, text_path in self._candidates(name):
             try:
-                st = path.stat()
+                st = os.stat(text_path)
             except OSError:
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
-            seen = self._read.get(path)
+            seen = self._read.get(text_path)
             if seen is not None and seen[0] == _signature(st) and seen[1].name == name:
                 return seen[1]
             read_at = self._clock_ns()
@@ -95,14 +103,14 @@ class LocalParameterStore:
                     raise ConfigError(f"parameter {name} ({path}) is not valid TOML: {exc}") from None
             stored = StoredParameter(name, text, str(path), hashlib.sha256(raw).hexdigest()[:12])
             try:
-                after = path.stat()
+                after = os.stat(text_path)
             except OSError:
                 after = None
             settled = read_at - max(st.st_mtime_ns, st.st_ctime_ns) >= SETTLED_NS
             if after is not None and _signature(after) == _signature(st) and settled:
-                self._read[path] = (_signature(st), stored)
+                self._read[text_path] = (_signature(st), stored)
             else:
-                self._read.pop(path, None)
+                self._read.pop(text_path, None)
             return stored
         return None
 

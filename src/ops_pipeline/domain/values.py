@@ -84,7 +84,8 @@ def option_type_for(action: Action) -> OptionType:
 
 def money(value: Decimal | float | int | str) -> Decimal:
     """Round a dollar amount to cents (half up), the precision stored in the database."""
-    return Decimal(str(value)).quantize(CENT, rounding=ROUND_HALF_UP)
+    # A Decimal is its own text's value (digits and exponent): only other numbers go through text.
+    return (value if isinstance(value, Decimal) else Decimal(str(value))).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def to_decimal(value: float | int | str | Decimal) -> Decimal:

@@ -279,11 +279,10 @@ class PositionManager:
                 quotes[row.id] = quote
         if quotes:
             with self.db.transaction() as conn:
-                repo = AccountRepository(conn, self.config.name)
-                for row in positions:
-                    if (quote := quotes.get(row.id)) is not None:
-                        repo.update_position(row.id, current_price=quote.mid, marked_at=now,
-                                             unrealized_pnl=realized_pnl(row.entry_price, quote.mid, row.contracts))
+                AccountRepository(conn, self.config.name).mark_positions({
+                    row.id: {"current_price": quote.mid, "marked_at": now,
+                             "unrealized_pnl": realized_pnl(row.entry_price, quote.mid, row.contracts)}
+                    for row in positions if (quote := quotes.get(row.id)) is not None})
         return quotes
 
     def _day_pnl(self, now: dt.datetime) -> tuple[Decimal, Decimal]:

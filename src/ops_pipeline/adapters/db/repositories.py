@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, exists, func, literal_column, or_, select, type_coerce, update
@@ -131,10 +132,16 @@ def _as_read(column: Any, value: Any) -> Any:  # noqa: ANN401 - a Column and its
         return None
     scale = getattr(column.type, "scale", None)
     if scale is not None and isinstance(value, Decimal | int | float):
-        return Decimal(str(value)).quantize(Decimal(1).scaleb(-scale))
+        # Decimal(str(d)) is d itself (same digits and exponent): only numbers go through text.
+        return (value if isinstance(value, Decimal) else Decimal(str(value))).quantize(_quantum(scale))
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.UTC)
     return value
+
+
+@lru_cache(maxsize=None)
+def _quantum(scale: int) -> Decimal:
+    return Decimal(1).scaleb(-scale)
 
 
 _DEPS: dict[tuple[Any, ...], tuple[tuple[str | None, str], ...]] = {}
@@ -697,28 +704,43 @@ class AccountRepository:
         return self.conn.execute(self.scope.select(p).where(p.c.id.in_(ids)).order_by(p.c.id)).all()
 
     def update_position(self, position_id: int, **values: Any) -> None:
-        """Change one position. A mark (only :data:`MARK_COLUMNS`) leaves remembered reads that do
-        not return marks (exposure, realized P&L, closing positions) standing, and inside a unit of
-        work is applied to the remembered open positions rather than making them be read again;
-        with write-behind it is written with the next flush (:class:`~ops_pipeline.adapters.db.database.WriteBehind`)."""
-        if not set(values) <= MARK_COLUMNS:
+        """Change one position. A mark (only :data:`MARK_COLUMNS`) is :meth:`mark_positions`."""
+        if not MARK_COLUMNS.issuperset(values):
             self._update(active_positions, "id", position_id, values)
             return
+        self.mark_positions({position_id: values})
+
+    def mark_positions(self, marks: dict[int, dict[str, Any]]) -> None:
+        """Mark positions to market: position id → values of :data:`MARK_COLUMNS` only. A mark
+        leaves remembered reads that do not return marks (exposure, realized P&L, closing
+        positions) standing, and inside a unit of work is applied to the remembered open positions
+        (all of a run's marks as one write) rather than making them be read again; with
+        write-behind it is written with the next flush
+        (:class:`~ops_pipeline.adapters.db.database.WriteBehind`).
+
+        Raises:
+            ValueError: a value names a column that is not a mark column.
+        """
+        for values in marks.values():
+            if not MARK_COLUMNS.issuperset(values):
+                raise ValueError(f"not mark columns: {', '.join(sorted(set(values) - MARK_COLUMNS))}")
         cache = cache_of(self.conn)
         if cache is None:
-            self._update(active_positions, "id", position_id, values, announced_as=MARKS)
+            for position_id, values in marks.items():
+                self._update(active_positions, "id", position_id, values, announced_as=MARKS)
             return
-        _columns(active_positions, values)
         buffer = self._write_behind()
-        if buffer is not None:
-            buffer.mark(self.account_name, position_id, values)
-        else:
-            with cache.silenced():
-                self._update(active_positions, "id", position_id, values)
-        marks = {name: _as_read(active_positions.c[name], value) for name, value in values.items()}
+        for position_id, values in marks.items():
+            if buffer is not None:
+                buffer.mark(self.account_name, position_id, values)
+            else:
+                with cache.silenced():
+                    self._update(active_positions, "id", position_id, values)
+        read = {position_id: {name: _as_read(active_positions.c[name], value) for name, value in values.items()}
+                for position_id, values in marks.items()}
 
         def patch(rows: tuple[Any, ...]) -> tuple[Any, ...]:
-            return tuple(MarkedRow(r, marks) if r.id == position_id else r for r in rows)
+            return tuple(MarkedRow(r, read[r.id]) if r.id in read else r for r in rows)
 
         deps = self._deps(self.OPEN_POSITIONS_READ)
         cache.wrote_and_patch((self.account_name, "open_positions"), deps, (self.account_name, MARKS), patch)
