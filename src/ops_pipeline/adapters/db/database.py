@@ -26,6 +26,7 @@ re-entrant within one thread (the replay takes every account's lock once, for it
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import hashlib
 import os
@@ -46,6 +47,7 @@ from ops_pipeline.adapters.db.cache import CACHE_KEY, ReadCache, cache_of
 from ops_pipeline.adapters.db.scope import ROW_ACCOUNT, prepared, reads_of, update_by_row_account
 from ops_pipeline.adapters.db.tables import (
     POSITION_MARK_COLUMNS,
+    UTCDateTime,
     account_equity_snapshots,
     active_positions,
     dispatch_decisions,
@@ -255,8 +257,9 @@ def _insert_in_order(conn: Connection, table: Table, rows: list[dict]) -> None:
         start = end
 
 
-_DRIVER_INSERTS: dict[tuple[str, Table, tuple[str, ...]], tuple[str, list[tuple[str, Any]]]] = {}
-"""(dialect, table, columns) → the INSERT's SQL and each parameter's column and bind processor."""
+_DRIVER_INSERTS: dict[tuple[str, Table, tuple[str, ...]], tuple[str, list[tuple[str, Any, bool]]]] = {}
+"""(dialect, table, columns) → the INSERT's SQL and each parameter's column, bind processor and
+whether it converts a time (:class:`~ops_pipeline.adapters.db.tables.UTCDateTime`)."""
 
 
 def _insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
@@ -278,10 +281,28 @@ def _insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
         assert compiled.positiontup is not None
         params = [compiled.binds[name].key for name in compiled.positiontup]
         plan = _DRIVER_INSERTS[(dialect.name, table, keys)] = (compiled.string, [
-            (key, table.c[key].type.dialect_impl(dialect).bind_processor(dialect)) for key in params])
+            (key, table.c[key].type.dialect_impl(dialect).bind_processor(dialect),
+             isinstance(table.c[key].type, UTCDateTime)) for key in params])
     sql, columns = plan
-    conn.exec_driver_sql(sql, [tuple(row[key] if process is None else process(row[key]) for key, process in columns)
-                               for row in rows])
+    # A time's conversion (about 5 µs in SQLAlchemy) depends on its instant alone, and a batch's
+    # rows share a few minutes: each distinct UTC time is converted once.
+    memos: list[dict[Any, Any]] = [{} for _ in columns]
+    params = []
+    for row in rows:
+        values = []
+        for (key, process, by_instant), memo in zip(columns, memos, strict=True):
+            value = row[key]
+            if process is None:
+                values.append(value)
+            elif not by_instant or getattr(value, "tzinfo", None) is not dt.UTC:  # UTC: equal means one instant
+                values.append(process(value))
+            else:
+                done = memo.get(value)
+                if done is None:
+                    done = memo[value] = process(value)
+                values.append(done)
+        params.append(tuple(values))
+    conn.exec_driver_sql(sql, params)
 
 
 _MARKED = frozenset(f"{active_positions.name}.{c}" for c in POSITION_MARK_COLUMNS)
