@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +352,25 @@ class _FlushingConnection:
         return getattr(self._conn, name)
 
 
+class _InUnit:
+    """A :meth:`Database.transaction` or :meth:`Database.read` block inside a unit of work: its
+    connection; with ``poisons``, an error leaving the block fails the unit (a class, not a
+    generator: the services open a dozen such blocks per run)."""
+
+    __slots__ = ("_poisons", "_uow")
+
+    def __init__(self, uow: UnitOfWork, *, poisons: bool) -> None:
+        self._uow = uow
+        self._poisons = poisons
+
+    def __enter__(self) -> Connection:
+        return self._uow.handle  # type: ignore[return-value]
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None and self._poisons:
+            self._uow.failed = exc
+
+
 class UnitOfWork:
     """One connection and one open transaction shared by a thread's ``transaction()`` and ``read()``
     blocks (:meth:`Database.unit_of_work`).
@@ -487,36 +506,27 @@ class Database:
     def downgrade_to_base(self) -> None:
         command.downgrade(self.alembic_config(), "base")
 
-    @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self) -> AbstractContextManager[Connection]:
         """A connection inside one transaction, committed when the block ends without error
         (``BEGIN IMMEDIATE`` on SQLite: the write lock is taken first). Inside this thread's
-        :meth:`unit_of_work`, its connection: committed with the unit.
+        :meth:`unit_of_work`, its connection: committed with the unit, and a block that raises
+        poisons the unit.
 
         Raises:
             DatabaseError: inside a unit of work that an earlier block's error rolled back.
         """
         uow = self._joined()
         if uow is None:
-            with self.engine.begin() as conn:
-                yield conn
-            return
-        try:
-            yield uow.handle  # type: ignore[misc]
-        except BaseException as exc:
-            uow.failed = exc
-            raise
+            return self.engine.begin()
+        return _InUnit(uow, poisons=True)
 
-    @contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self) -> AbstractContextManager[Connection]:
         """A connection inside one read-only-intended transaction (deferred on SQLite); inside this
         thread's :meth:`unit_of_work`, its connection (reads see the unit's writes)."""
         uow = self._joined()
         if uow is None:
-            with self._reader.begin() as conn:
-                yield conn
-            return
-        yield uow.handle  # type: ignore[misc]
+            return self._reader.begin()
+        return _InUnit(uow, poisons=False)
 
     def _joined(self) -> UnitOfWork | None:
         """This thread's open unit of work, if any (refused if a block inside it failed)."""
