@@ -32,7 +32,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -257,9 +257,9 @@ def _insert_in_order(conn: Connection, table: Table, rows: list[dict]) -> None:
         start = end
 
 
-_DRIVER_INSERTS: dict[tuple[str, Table, tuple[str, ...]], tuple[str, list[tuple[str, Any, bool]]]] = {}
+_DRIVER_INSERTS: dict[tuple[str, Table, tuple[str, ...]], tuple[str, list[tuple[str, Any, Any]]]] = {}
 """(dialect, table, columns) → the INSERT's SQL and each parameter's column, bind processor and
-whether it converts a time (:class:`~ops_pipeline.adapters.db.tables.UTCDateTime`)."""
+memo key (:func:`_memo_key`)."""
 
 
 def _insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
@@ -281,28 +281,38 @@ def _insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
         assert compiled.positiontup is not None
         params = [compiled.binds[name].key for name in compiled.positiontup]
         plan = _DRIVER_INSERTS[(dialect.name, table, keys)] = (compiled.string, [
-            (key, table.c[key].type.dialect_impl(dialect).bind_processor(dialect),
-             isinstance(table.c[key].type, UTCDateTime)) for key in params])
+            (key, table.c[key].type.dialect_impl(dialect).bind_processor(dialect), _memo_key(table.c[key].type))
+            for key in params])
     sql, columns = plan
-    # A time's conversion (about 5 µs in SQLAlchemy) depends on its instant alone, and a batch's
-    # rows share a few minutes: each distinct UTC time is converted once.
     memos: list[dict[Any, Any]] = [{} for _ in columns]
     params = []
     for row in rows:
         values = []
-        for (key, process, by_instant), memo in zip(columns, memos, strict=True):
+        for (key, process, memo_key), memo in zip(columns, memos, strict=True):
             value = row[key]
             if process is None:
                 values.append(value)
-            elif not by_instant or getattr(value, "tzinfo", None) is not dt.UTC:  # UTC: equal means one instant
+                continue
+            found = None if memo_key is None else memo_key(value)
+            if found is None:
                 values.append(process(value))
-            else:
-                done = memo.get(value)
-                if done is None:
-                    done = memo[value] = process(value)
-                values.append(done)
+                continue
+            done = memo.get(found)
+            if done is None:
+                done = memo[found] = process(value)
+            values.append(done)
         params.append(tuple(values))
     conn.exec_driver_sql(sql, params)
+
+
+def _memo_key(column_type: Any) -> Callable[[Any], Hashable | None] | None:  # noqa: ANN401 - a SQLAlchemy type
+    """For a column whose bind processor is slow and often sees one value many times in a batch, a
+    key under which its converted value is reused (the key None: convert this one). A time
+    converts by its instant alone (SQLAlchemy's conversion costs about 5 µs; a batch's rows share a
+    few minutes), so a UTC time is its own key: equal UTC times are one instant."""
+    if isinstance(column_type, UTCDateTime):
+        return lambda value: value if getattr(value, "tzinfo", None) is dt.UTC else None
+    return None
 
 
 _MARKED = frozenset(f"{active_positions.name}.{c}" for c in POSITION_MARK_COLUMNS)

@@ -691,7 +691,8 @@ class AccountRepository:
     def open_positions(self) -> list[Any]:
         p = active_positions
         return list(self._cached(("open_positions",), self.OPEN_POSITIONS_READ, lambda: tuple(self.conn.execute(
-            self.scope.select(p).where(p.c.status.in_(OPEN_POSITION_STATUSES)).order_by(p.c.id)).all())))
+            self.scope.prepared(("open_positions",), lambda: self.scope.select(p).where(
+                p.c.status.in_(OPEN_POSITION_STATUSES)).order_by(p.c.id))).all())))
 
     def closing_positions(self) -> list[Any]:
         """Positions whose close order was sent (or was about to be) and not yet recorded as filled."""
