@@ -241,7 +241,7 @@ class WriteBehind:
         cache = cache_of(conn)
         with cache.silenced() if cache is not None else nullcontext():
             for columns, rows in groups.items():
-                conn.execute(prepared(("marks", columns), lambda columns=columns: (
+                _execute_many(conn, ("marks", columns), lambda columns=columns: prepared(("marks", columns), lambda: (
                     update_by_row_account(active_positions).where(active_positions.c.id == bindparam("_id"))
                     .values({c: bindparam(f"_v_{c}") for c in columns}))), rows)
 
@@ -257,39 +257,49 @@ def _insert_in_order(conn: Connection, table: Table, rows: list[dict]) -> None:
         start = end
 
 
-_DRIVER_INSERTS: dict[tuple[str, Table, tuple[str, ...]], tuple[str, list[tuple[str, Any, Any]]]] = {}
-"""(dialect, table, columns) → the INSERT's SQL and each parameter's column, bind processor and
-memo key (:func:`_memo_key`)."""
+_DRIVER_PLANS: dict[tuple[Hashable, ...], tuple[str, list[tuple[str, Any, Any]]] | None] = {}
+"""A statement's key → its SQL and each parameter's name, bind processor and memo key
+(:func:`_memo_key`), or None where it is not run on the driver (:func:`_execute_many`)."""
 
 
 def _insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
-    """One executemany INSERT of ``rows`` (same columns). On SQLite (qmark parameters) straight on
-    the driver, each value through the bind processor SQLAlchemy would apply to its column
-    (``type.dialect_impl(dialect).bind_processor``): the same bytes stored, without SQLAlchemy's
-    per-row bookkeeping (a replay writes about 240,000 run and snapshot rows this way). Any other
-    dialect, or a column left out that has a Python-side default, goes through ``conn.execute``."""
-    dialect = conn.dialect
+    """One executemany INSERT of ``rows`` (same columns), :func:`_execute_many`'s way unless a
+    column left out has a Python-side default (SQLAlchemy fills it in)."""
     keys = tuple(rows[0])
-    plan = _DRIVER_INSERTS.get((dialect.name, table, keys))
+    _execute_many(conn, ("insert", table, keys), lambda: table.insert(), rows, column_keys=keys,
+                  on_driver=not any(c.default is not None and c.key not in keys for c in table.c))
+
+
+def _execute_many(conn: Connection, key: tuple[Hashable, ...], build: Callable[[], Any], rows: list[dict], *,
+                  column_keys: tuple[str, ...] | None = None, on_driver: bool = True) -> None:
+    """Execute the statement ``build()`` makes (built and compiled once per ``key`` and dialect)
+    once per row of ``rows`` (parameter name → value, the same names in every row). On SQLite
+    (qmark parameters) straight on the driver's executemany, each value through the bind
+    processor SQLAlchemy would apply to its parameter (``type.dialect_impl(dialect).bind_processor``):
+    the same values stored, without SQLAlchemy's per-row bookkeeping (a replay writes about 240,000
+    run and snapshot rows and every held position's marks this way). Elsewhere ``conn.execute``."""
+    dialect = conn.dialect
+    plan_key = (dialect.name, *key)
+    if plan_key not in _DRIVER_PLANS:
+        plan = None
+        if on_driver and dialect.name == "sqlite" and dialect.paramstyle == "qmark":
+            compiled = build().compile(dialect=dialect, column_keys=list(column_keys) if column_keys else None)
+            assert compiled.positiontup is not None
+            binds = [compiled.binds[name] for name in compiled.positiontup]
+            plan = (compiled.string, [(bind.key, bind.type.dialect_impl(dialect).bind_processor(dialect),
+                                       _memo_key(bind.type)) for bind in binds])
+        _DRIVER_PLANS[plan_key] = plan
+    plan = _DRIVER_PLANS[plan_key]
     if plan is None:
-        direct = dialect.name == "sqlite" and dialect.paramstyle == "qmark" and not any(
-            c.default is not None and c.key not in keys for c in table.c)
-        if not direct:
-            conn.execute(table.insert(), rows)
-            return
-        compiled = table.insert().compile(dialect=dialect, column_keys=list(keys))
-        assert compiled.positiontup is not None
-        params = [compiled.binds[name].key for name in compiled.positiontup]
-        plan = _DRIVER_INSERTS[(dialect.name, table, keys)] = (compiled.string, [
-            (key, table.c[key].type.dialect_impl(dialect).bind_processor(dialect), _memo_key(table.c[key].type))
-            for key in params])
-    sql, columns = plan
-    memos: list[dict[Any, Any]] = [{} for _ in columns]
-    params = []
+        conn.execute(build(), rows)
+        return
+    sql, params = plan
+    memos: list[dict[Any, Any]] = [{} for _ in params]
+    values_of_rows = []
     for row in rows:
         values = []
-        for (key, process, memo_key), memo in zip(columns, memos, strict=True):
-            value = row[key]
+        for (name, process, memo_key), memo in zip(params, memos, strict=True):
+            value = row[name]
             if process is None:
                 values.append(value)
                 continue
@@ -301,8 +311,8 @@ def _insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
             if done is None:
                 done = memo[found] = process(value)
             values.append(done)
-        params.append(tuple(values))
-    conn.exec_driver_sql(sql, params)
+        values_of_rows.append(tuple(values))
+    conn.exec_driver_sql(sql, values_of_rows)
 
 
 def _memo_key(column_type: Any) -> Callable[[Any], Hashable | None] | None:  # noqa: ANN401 - a SQLAlchemy type

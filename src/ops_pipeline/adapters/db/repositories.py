@@ -186,6 +186,13 @@ def insert_ignore(conn: Connection, table, values: dict[str, Any], conflict: Seq
         return conn.execute(stmt, values).first() is not None
 
 
+def _one_of(column: Any, values: Sequence[str]) -> Any:  # noqa: ANN401 - a SQL expression
+    """``column IN (…values)`` (constants), each value its own bound parameter: the IN of a
+    statement built once, without the expanding parameter a list of values gets, whose SQL
+    SQLAlchemy renders anew at every execution."""
+    return column.in_([bindparam(None, value, type_=column.type) for value in values])
+
+
 def _raw(column: Any) -> Any:  # noqa: ANN401 - a SQL expression
     """The column without SQLAlchemy's result processing: a row written by another service with a
     value its type cannot parse must reach validation, not raise inside the query."""
@@ -628,7 +635,7 @@ class AccountRepository:
         e = dispatch_executions
         return list(self._cached(("unsettled_executions",), (e,), lambda: tuple(self.conn.execute(
             self.scope.prepared(("unsettled_executions",), lambda: self.scope.select(e).where(
-                e.c.status.in_(UNSETTLED_EXECUTION_STATUSES)).order_by(e.c.id))).all())))
+                _one_of(e.c.status, UNSETTLED_EXECUTION_STATUSES)).order_by(e.c.id))).all())))
 
     def exposure(self) -> ExposureState:
         """Open and closing positions plus live orders without a position yet."""
@@ -637,10 +644,10 @@ class AccountRepository:
         def load() -> ExposureState:
             pos = self.conn.execute(self.scope.prepared(("open_exposure",), lambda: (
                 self.scope.select(p, func.count(), func.coalesce(func.sum(p.c.notional_value), 0))
-                .where(p.c.status.in_(OPEN_POSITION_STATUSES))))).one()
+                .where(_one_of(p.c.status, OPEN_POSITION_STATUSES))))).one()
             orders = self.conn.execute(self.scope.prepared(("order_exposure",), lambda: (
                 self.scope.select(e, func.count(), func.coalesce(func.sum(e.c.notional), 0))
-                .where(e.c.status.in_(LIVE_EXECUTION_STATUSES), ~exists(select(p.c.id).where(p.c.execution_id == e.c.id)))
+                .where(_one_of(e.c.status, LIVE_EXECUTION_STATUSES), ~exists(select(p.c.id).where(p.c.execution_id == e.c.id)))
             ))).one()
             return ExposureState(int(pos[0]) + int(orders[0]), to_decimal(pos[1]) + to_decimal(orders[1]))
 
@@ -653,11 +660,11 @@ class AccountRepository:
         def load() -> tuple[dict[str, int], dict[str, dt.datetime]]:
             today = self.conn.execute(self.scope.prepared(("trades_today",), lambda: (
                 self.scope.select(e, e.c.ticker, func.count())
-                .where(e.c.status.in_(LIVE_EXECUTION_STATUSES), e.c.simulated_ts >= bindparam("since"))
+                .where(_one_of(e.c.status, LIVE_EXECUTION_STATUSES), e.c.simulated_ts >= bindparam("since"))
                 .group_by(e.c.ticker))), {"since": since}).all()
             last = self.conn.execute(self.scope.prepared(("last_trades",), lambda: (
                 self.scope.select(e, e.c.ticker, func.max(e.c.simulated_ts))
-                .where(e.c.status.in_(LIVE_EXECUTION_STATUSES)).group_by(e.c.ticker)))).all()
+                .where(_one_of(e.c.status, LIVE_EXECUTION_STATUSES)).group_by(e.c.ticker)))).all()
             return {t: int(n) for t, n in today}, {t: _aware(ts) for t, ts in last}
 
         today, last = self._cached(("trades_by_ticker", since), (e,), load)
@@ -692,7 +699,7 @@ class AccountRepository:
         p = active_positions
         return list(self._cached(("open_positions",), self.OPEN_POSITIONS_READ, lambda: tuple(self.conn.execute(
             self.scope.prepared(("open_positions",), lambda: self.scope.select(p).where(
-                p.c.status.in_(OPEN_POSITION_STATUSES)).order_by(p.c.id))).all())))
+                _one_of(p.c.status, OPEN_POSITION_STATUSES)).order_by(p.c.id))).all())))
 
     def closing_positions(self) -> list[Any]:
         """Positions whose close order was sent (or was about to be) and not yet recorded as filled."""
