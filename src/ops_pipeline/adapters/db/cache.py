@@ -2,10 +2,10 @@
 
 A replay holds every account's run lock for its whole length and is the only writer of its
 database, inside one connection: what a run read from an account's tables stays true until a
-write to those tables. :class:`ReadCache` keeps each read with the *generation* of the tables it
-read — one counter per (account, table), bumped by every write the repositories announce — and
-serves it again while none of them changed. Shared tables (recommendations, the account registry)
-count under the account ``None``.
+write to those tables. :class:`ReadCache` files each read under the (account, table) pairs it
+read and drops it at the first write the repositories announce to one of them; until then it
+serves it again. Shared tables (recommendations, the account registry) count under the account
+``None``.
 
 Nothing can forget to invalidate: every INSERT, UPDATE or DELETE that reaches the connection
 without being announced (a statement written outside the repositories) bumps its table for every
@@ -15,7 +15,7 @@ have written in between, so they read the database every time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -29,24 +29,35 @@ ALL = "*"
 
 
 class ReadCache:
-    """Reads keyed by what was asked, each stamped with the generations of the tables it read."""
+    """Reads keyed by what was asked, each dropped as soon as a table it read is written.
+
+    Each remembered read is filed under the (account, table) pairs it read, and under
+    ``(ALL, table)`` for each; a write to a pair drops the reads filed under it. A read is current
+    exactly while it is remembered, so answering it costs one dictionary look-up (a replay asks
+    about twenty per account run)."""
 
     def __init__(self) -> None:
-        self._generations: dict[tuple[str | None, str], int] = {}
-        self._entries: dict[Hashable, tuple[tuple[int, ...], Any]] = {}
+        self._entries: dict[Hashable, Any] = {}
+        self._readers: dict[tuple[str | None, str], set[Hashable]] = {}
+        """(account or None or ALL, table) → keys of the reads filed under it (some maybe dropped)."""
         self._tagged: dict[str, dict[Hashable, tuple[tuple[str | None, str], ...]]] = {}
+        self._writes = 0
+        """Counted writes so far: a read during which one was counted is not remembered."""
         self._announced = 0
         self._silent = 0
-        self._unannounced = False
-        """Whether any write was counted for every account (:data:`ALL`): stamps then add its counts."""
         self.hits = 0
         self.misses = 0
 
-    def _stamp(self, tables: Iterable[tuple[str | None, str]]) -> tuple[int, ...]:
-        gens = self._generations
-        if not self._unannounced:  # the usual case: no write has counted for every account
-            return tuple([gens.get(t, 0) for t in tables])
-        return tuple([gens.get(t, 0) + gens.get((ALL, t[1]), 0) for t in tables])
+    def _remember(self, key: Hashable, tables: tuple[tuple[str | None, str], ...], value: Any) -> None:  # noqa: ANN401
+        self._entries[key] = value
+        readers = self._readers
+        for table in tables:
+            for pair in (table, (ALL, table[1])):
+                found = readers.get(pair)
+                if found is None:
+                    readers[pair] = {key}
+                else:
+                    found.add(key)
 
     def get(self, key: Hashable, tables: tuple[tuple[str | None, str], ...], load: Callable[[], T],
             tag: str | None = None) -> T:
@@ -55,24 +66,27 @@ class ReadCache:
         the reads of its kind (:meth:`tagged`), for a writer that patches all of them."""
         if tag is not None:
             self._tagged.setdefault(tag, {})[key] = tables
-        stamp = self._stamp(tables)
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] == stamp:
+        entries = self._entries
+        if key in entries:
             self.hits += 1
-            return entry[1]
+            return entries[key]
         self.misses += 1
+        writes = self._writes
         value = load()
-        self._entries[key] = (stamp, value)
+        if self._writes == writes:
+            self._remember(key, tables, value)
         return value
 
     def wrote(self, account_name: str | None, table: str) -> None:
         """``table``'s rows of ``account_name`` (``None``: a shared table; :data:`ALL`: any) changed."""
         if self._silent:
             return
-        key = (account_name, table)
-        self._generations[key] = self._generations.get(key, 0) + 1
-        if account_name == ALL:
-            self._unannounced = True
+        self._writes += 1
+        keys = self._readers.pop((account_name, table), None)
+        if keys:
+            entries = self._entries
+            for key in keys:
+                entries.pop(key, None)
 
     def wrote_and_patch(self, key: Hashable, tables: tuple[tuple[str | None, str], ...],
                         written: tuple[str | None, str], patch: Callable[[Any], Any]) -> None:
@@ -84,25 +98,18 @@ class ReadCache:
     def wrote_and_patch_all(self, written: tuple[str | None, str],
                             patches: list[tuple[Hashable, tuple[tuple[str | None, str], ...], Callable[[Any], Any]]]) -> None:
         """:meth:`wrote_and_patch` of one write for several reads ``(key, tables, patch)``."""
-        current = []
-        for key, tables, patch in patches:
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] == self._stamp(tables):
-                current.append((key, tables, patch, entry[1]))
+        entries = self._entries
+        current = [(key, tables, patch, entries[key]) for key, tables, patch in patches if key in entries]
         self.wrote(*written)
         for key, tables, patch, value in current:
-            self._entries[key] = (self._stamp(tables), patch(value))
+            self._remember(key, tables, patch(value))
 
     def tagged(self, tag: str) -> list[tuple[Hashable, tuple[tuple[str | None, str], ...]]]:
         """The keys (with their tables) of the current reads remembered with ``tag``. A read that
-        is no longer current never will be again (generations only grow): it is forgotten here, so
-        the list stays as short as the reads in use."""
+        is no longer current is forgotten here, so the list stays as short as the reads in use."""
         keys = self._tagged.get(tag, {})
-        for key, tables in list(keys.items()):
-            entry = self._entries.get(key)
-            if entry is None or entry[0] != self._stamp(tables):
-                del keys[key]
-                self._entries.pop(key, None)
+        for key in [key for key in keys if key not in self._entries]:
+            del keys[key]
         return list(keys.items())
 
     @contextmanager
@@ -148,7 +155,9 @@ class ReadCache:
 
     def forget(self) -> None:
         """Drop every remembered read."""
+        self._writes += 1
         self._entries.clear()
+        self._readers.clear()
 
 
 def _may_write(statement: str) -> bool:
