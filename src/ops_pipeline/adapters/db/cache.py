@@ -24,6 +24,8 @@ from sqlalchemy import Connection, event
 T = TypeVar("T")
 CACHE_KEY = "ops_pipeline.read_cache"
 """Where a unit of work's cache hangs on its connection (``Connection.info``)."""
+MISSING = object()
+"""What :meth:`ReadCache.lookup` returns for a read not remembered."""
 ALL = "*"
 """The account under which an unannounced write is counted: it changes every account's reads."""
 
@@ -58,6 +60,13 @@ class ReadCache:
                     readers[pair] = {key}
                 else:
                     found.add(key)
+
+    def lookup(self, key: Hashable) -> Any:  # noqa: ANN401
+        """The read remembered under ``key`` (a hit), or :data:`MISSING`."""
+        value = self._entries.get(key, MISSING)
+        if value is not MISSING:
+            self.hits += 1
+        return value
 
     def get(self, key: Hashable, tables: tuple[tuple[str | None, str], ...], load: Callable[[], T],
             tag: str | None = None) -> T:

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, bindparam, exists, func, literal_column, or_,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import NullType
 
-from ops_pipeline.adapters.db.cache import announce, cache_of
+from ops_pipeline.adapters.db.cache import MISSING, announce, cache_of
 from ops_pipeline.adapters.db.database import WRITE_BEHIND_KEY, WriteBehind
 from ops_pipeline.adapters.db.scope import AccountScope, prepared
 from ops_pipeline.adapters.db.tables import (
@@ -337,7 +337,10 @@ class AccountRepository:
         cache = cache_of(self.conn)
         if cache is None:
             return load()
-        return cache.get((self.account_name, *key), self._deps(tables, *shared), load, tag)
+        key = (self.account_name, *key)
+        if tag is None and (found := cache.lookup(key)) is not MISSING:
+            return found
+        return cache.get(key, self._deps(tables, *shared), load, tag)
 
     # --- runs ---------------------------------------------------------------------------------
     def _write_behind(self) -> WriteBehind | None:
