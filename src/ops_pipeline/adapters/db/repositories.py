@@ -139,6 +139,9 @@ def _as_read(column: Any, value: Any) -> Any:  # noqa: ANN401 - a Column and its
     return value
 
 
+_POSITION_COLUMNS = {column.name: column for column in active_positions.c}
+
+
 @lru_cache(maxsize=None)
 def _quantum(scale: int) -> Decimal:
     return Decimal(1).scaleb(-scale)
@@ -747,7 +750,7 @@ class AccountRepository:
             else:
                 with cache.silenced():
                     self._update(active_positions, "id", position_id, values)
-        read = {position_id: {name: _as_read(active_positions.c[name], value) for name, value in values.items()}
+        read = {position_id: {name: _as_read(_POSITION_COLUMNS[name], value) for name, value in values.items()}
                 for position_id, values in marks.items()}
 
         def patch(rows: tuple[Any, ...]) -> tuple[Any, ...]:
