@@ -89,6 +89,7 @@ class SimulatedExchange:
         self.clock = clock
         self.calendar = calendar
         self._books: dict[str, Book] = {}
+        self._closes: dict[str, dt.datetime] = {}
 
     def open_account(self, account_name: str, cash_usd: Decimal) -> None:
         """Create an account holding ``cash_usd`` dollars (no-op if it exists)."""
@@ -116,6 +117,18 @@ class SimulatedExchange:
         now = self.clock.now()
         return [(name, settlement) for name, book in self._books.items() for settlement in self.settle_book(book, now)]
 
+    def _expiry_close(self, key: str) -> dt.datetime:
+        """When the contract ``key`` (OCC symbol) expires: its expiration day's close (16:00
+        exchange time if the calendar has no session that day). Asked of every holding at every
+        request, so remembered per contract."""
+        close = self._closes.get(key)
+        if close is None:
+            symbol = OccSymbol.parse(key)
+            session = self.calendar.session(symbol.expiration)
+            close = self._closes[key] = session.close if session is not None else dt.datetime.combine(
+                symbol.expiration, dt.time(16), EXCHANGE_TZ)
+        return close
+
     def settle_book(self, book: Book, now: dt.datetime) -> list[Settlement]:
         """Settle one account's contracts whose expiration day closed at or before ``now``: each at its
         intrinsic value against the underlying's price at that close, paid in cash (a long option
@@ -123,12 +136,10 @@ class SimulatedExchange:
         left running past an expiry settles it too."""
         settled = []
         for key in list(book.holdings):
-            symbol = OccSymbol.parse(key)
-            session = self.calendar.session(symbol.expiration)
-            close = session.close if session is not None else dt.datetime.combine(
-                symbol.expiration, dt.time(16), EXCHANGE_TZ)
-            if now < close:
+            if now < self._expiry_close(key):
                 continue
+            symbol = OccSymbol.parse(key)
+            close = self._expiry_close(key)
             holding = book.holdings.pop(key)
             spot = self.market.underlying_price(symbol.underlying, close) or ZERO
             intrinsic = spot - symbol.strike if symbol.option_type is OptionType.CALL else symbol.strike - spot

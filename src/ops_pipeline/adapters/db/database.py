@@ -551,7 +551,7 @@ class Database:
     def _joined(self) -> UnitOfWork | None:
         """This thread's open unit of work, if any (refused if a block inside it failed)."""
         uow: UnitOfWork | None = getattr(self._local, "uow", None)
-        if uow is not None:
+        if uow is not None and uow.failed is not None:
             uow._check()
         return uow
 

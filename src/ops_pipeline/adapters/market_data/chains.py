@@ -30,7 +30,7 @@ import pickle
 import re
 import tempfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -491,7 +491,7 @@ class ChainStore:
         i = bisect.bisect_right(times, now.timestamp()) - 1
         return (ivs[i], times[i]) if i >= 0 else None
 
-    def listing_ivs(self, symbols: list[str], now: dt.datetime) -> list[float | None]:
+    def listing_ivs(self, symbols: Sequence[str], now: dt.datetime) -> list[float | None]:
         """:meth:`listing_iv`'s volatility of each of ``symbols`` (``None`` where none), the files
         up to ``now`` loaded once."""
         self._load_until(now)

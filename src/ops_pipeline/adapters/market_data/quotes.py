@@ -385,7 +385,7 @@ class HistoricalMarketData:
         )
 
     # --- the model ----------------------------------------------------------------------------
-    def model(self, ticker: str, symbols: list[str], strike: np.ndarray, expiry_close: np.ndarray,
+    def model(self, ticker: str, symbols: Sequence[str], strike: np.ndarray, expiry_close: np.ndarray,
               is_call: np.ndarray, spot: float, now: dt.datetime, *, known_at: dt.datetime | None = None,
               allow_later: bool = True) -> ModelledQuotes | None:
         """Model quotes of contracts of ``ticker`` at ``now`` against the underlying price ``spot``
@@ -532,8 +532,7 @@ class HistoricalMarketData:
             return []
         spot = float(spot_d)
         step = strike_step(ticker, spot)
-        grid = np.arange(math.ceil(spot * (1 - STRIKE_RANGE) / step), math.floor(spot * (1 + STRIKE_RANGE) / step) + 1) * step
-        strikes = [Decimal(str(round(float(k), 3))) for k in grid]
+        strikes = _strike_grid(step, math.ceil(spot * (1 - STRIKE_RANGE) / step), math.floor(spot * (1 + STRIKE_RANGE) / step))
         expirations = [e for e in self._expirations(ticker, exchange_date(now), min_dte, max_dte)
                        if expiry_close_epoch(e) > now.timestamp()]
         if not strikes or not expirations:
@@ -541,9 +540,7 @@ class HistoricalMarketData:
         call = option_type is OptionType.CALL
         if len(strikes) * len(expirations) == 1:
             return self._quotes([OccSymbol(ticker, expirations[0], option_type, strikes[0])], spot, now)
-        # str(OccSymbol(ticker, e, option_type, k)) of each contract, without building them.
-        strike_codes = [occ_strike_code(option_type, k) for k in strikes]
-        texts = [root + code for root in (occ_root(ticker, e) for e in expirations) for code in strike_codes]
+        texts = _chain_texts(ticker, tuple(expirations), option_type, strikes)
         n = len(texts)
         modelled = self.model(
             ticker, texts, np.tile(np.array([float(k) for k in strikes]), len(expirations)),
@@ -566,6 +563,22 @@ class HistoricalMarketData:
 
     def _expirations(self, ticker: str, today: dt.date, min_dte: int, max_dte: int) -> list[dt.date]:
         return _listed_expirations(self.calendar, ticker in DAILY_EXPIRY_TICKERS, today, min_dte, max_dte)
+
+
+@lru_cache(maxsize=1024)
+def _strike_grid(step: float, low: int, high: int) -> tuple[Decimal, ...]:
+    """Listed strikes ``low × step`` to ``high × step`` (dollars, to the tenth of a cent): the same
+    grids recur minute after minute and account after account."""
+    return tuple(Decimal(str(round(float(k), 3))) for k in np.arange(low, high + 1) * step)
+
+
+@lru_cache(maxsize=256)
+def _chain_texts(ticker: str, expirations: tuple[dt.date, ...], option_type: OptionType,
+                 strikes: tuple[Decimal, ...]) -> tuple[str, ...]:
+    """``str(OccSymbol(ticker, e, option_type, k))`` of every expiration (outer) and strike (inner),
+    without building them."""
+    codes = [occ_strike_code(option_type, k) for k in strikes]
+    return tuple(root + code for root in (occ_root(ticker, e) for e in expirations) for code in codes)
 
 
 def _ticks(prices_usd: np.ndarray) -> np.ndarray:
