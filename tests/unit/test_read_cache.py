@@ -24,3 +24,25 @@ def test_a_patch_applies_to_the_current_reads_only_and_stale_tagged_reads_are_fo
     assert loads == ["old", "new", "old"]
     cache.wrote(*RECOMMENDATIONS)
     assert cache.tagged("undecided") == []
+
+
+def test_a_claimed_row_is_validated_by_its_own_values_even_when_an_equal_one_was_seen():
+    """Every account claims each recommendation, so the repository validates the same raw values
+    once; values Python calls equal but that validate differently (True and 1, -0.0 and 0.0) must
+    not share an answer."""
+    from ops_pipeline.adapters.db.repositories import _parsed
+    from ops_pipeline.domain.market import Recommendation
+    from ops_pipeline.domain.recommendations import InvalidRecommendation, parse_recommendation
+
+    row = {"id": 7, "ticker": "SPY", "action": "BUY_CALL", "strategy_type": "day_trade", "confidence": 1,
+           "volume_ratio": 2.5, "underlying_price": 660.12, "bar_ts": "2026-03-16 14:30:00.000000",
+           "feature_ts": "2026-03-16 14:31:00.000000", "created_at": "2026-03-16 14:31:00.000000"}
+    first = _parsed(row)
+    assert isinstance(first, Recommendation) and first == parse_recommendation(row)
+    assert _parsed(dict(row)) is first  # the same values: validated once
+    as_bool = _parsed({**row, "confidence": True})
+    assert isinstance(as_bool, InvalidRecommendation) and as_bool == parse_recommendation({**row, "confidence": True})
+    negative_zero = _parsed({**row, "volume_ratio": -0.0})
+    assert str(negative_zero.volume_ratio) == "-0.0" and str(_parsed({**row, "volume_ratio": 0.0}).volume_ratio) == "0.0"
+    assert _parsed({**row, "features": {"unhashable": []}, "ticker": ["SPY"]}) == parse_recommendation(
+        {**row, "ticker": ["SPY"]})  # a value that cannot be a key is validated as it is

@@ -582,7 +582,7 @@ class AccountRepository:
             rows += self.conn.execute(prepared(("claimed_recommendations",), lambda: (
                 select(*(_raw(rc[name]) for name in RECOMMENDATION_COLUMNS))
                 .where(rc.id.in_(bindparam("ids", expanding=True))))), {"ids": hung}).mappings().all()
-        parsed = [parse_recommendation(r) for r in sorted(rows, key=lambda r: r["id"])]
+        parsed = [_parsed(r) for r in sorted(rows, key=lambda r: r["id"])]
         return sorted(parsed, key=lambda p: (p.created_at, p.id) if isinstance(p, Recommendation) else (now, p.id or 0))
 
     def _remembered_claimable(self, since: dt.datetime, now: dt.datetime, limit: int) -> list[Any] | None:
@@ -856,6 +856,24 @@ _SQLITE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?")
 
 
 _SQLITE_STORED_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{6}")
+
+
+def _parsed(row: Any) -> Recommendation | InvalidRecommendation:  # noqa: ANN401 - a row's mapping
+    """:func:`~ops_pipeline.domain.recommendations.parse_recommendation` of a claimed row; the same
+    raw values (every account claims each recommendation) are validated once."""
+    values = tuple(row.get(name) for name in RECOMMENDATION_COLUMNS)
+    # Keyed by type and value (a float by its text): 1, 1.0 and True are equal keys but not
+    # equally valid values, and -0.0 equals 0.0.
+    key = tuple((type(v), repr(v) if isinstance(v, float) else v) for v in values)
+    try:
+        return _parsed_values(key, values)
+    except TypeError:  # a value that cannot be a key (a row written by another service)
+        return parse_recommendation(row)
+
+
+@lru_cache(maxsize=4096)
+def _parsed_values(_key: tuple[Any, ...], values: tuple[Any, ...]) -> Recommendation | InvalidRecommendation:
+    return parse_recommendation(dict(zip(RECOMMENDATION_COLUMNS, values, strict=True)))
 
 
 def _orderable(raw: object) -> dt.datetime | None:
