@@ -883,14 +883,24 @@ def _orderable(raw: object) -> dt.datetime | None:
     way); None otherwise."""
     if isinstance(raw, dt.datetime):
         return raw.replace(tzinfo=dt.UTC) if raw.tzinfo is None else raw.astimezone(dt.UTC)
-    if isinstance(raw, str) and _SQLITE_STORED_TIME.fullmatch(raw):
-        return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC)
-    return None
+    return _orderable_text(raw) if isinstance(raw, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _orderable_text(raw: str) -> dt.datetime | None:
+    """:func:`_orderable` of text (the remembered undecided rows are asked about at every run)."""
+    return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC) if _SQLITE_STORED_TIME.fullmatch(raw) else None
 
 
 def _anchor(now: dt.datetime) -> dt.datetime:
     """Midnight UTC of the day :data:`CLAIM_HORIZON` before ``now``: the lower bound of the
     undecided recommendations a unit of work remembers for a whole UTC day."""
+    return _anchor_of(now) if now.tzinfo is dt.UTC else _anchor_of.__wrapped__(now)
+
+
+@lru_cache(maxsize=64)
+def _anchor_of(now: dt.datetime) -> dt.datetime:
+    """:func:`_anchor`, remembered for UTC times (asked by every dispatcher run)."""
     return dt.datetime.combine((now - CLAIM_HORIZON).astimezone(dt.UTC).date(), dt.time(0), dt.UTC)
 
 
@@ -899,9 +909,13 @@ def _comparable_time(raw: object) -> dt.datetime | None:
     would compare the same way (a row another service wrote in some other format)."""
     if isinstance(raw, dt.datetime):
         return raw.replace(tzinfo=dt.UTC) if raw.tzinfo is None else raw.astimezone(dt.UTC)
-    if isinstance(raw, str) and _SQLITE_TIME.fullmatch(raw):
-        return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC)
-    return None
+    return _comparable_text(raw) if isinstance(raw, str) else None
+
+
+@lru_cache(maxsize=4096)
+def _comparable_text(raw: str) -> dt.datetime | None:
+    """:func:`_comparable_time` of text (the remembered undecided rows are asked about at every run)."""
+    return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC) if _SQLITE_TIME.fullmatch(raw) else None
 
 
 def _aware(ts: dt.datetime) -> dt.datetime:
