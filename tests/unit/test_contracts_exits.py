@@ -3,7 +3,16 @@
 import datetime as dt
 from decimal import Decimal
 
-from ops_pipeline.domain.contracts import affordability_points, candidate_contracts, delta_points, quality_score, spread_points
+import numpy as np
+
+from ops_pipeline.domain.contracts import (
+    affordability_points,
+    candidate_contracts,
+    delta_points,
+    quality_score,
+    round_cents,
+    spread_points,
+)
 from ops_pipeline.domain.entry import Entry, decide_entry
 from ops_pipeline.domain.exits import ExitReason, exit_reason, stop_and_target
 from ops_pipeline.domain.gates import Denied, ReasonCode
@@ -174,3 +183,17 @@ def test_entry_takes_the_first_good_contract_that_passes_every_gate():
     # Each way the walk can end is met: a trade, and the best contract's denial of every kind.
     assert {"entry", ReasonCode.EXPOSURE_LIMIT, ReasonCode.INSUFFICIENT_BUYING_POWER,
             ReasonCode.SIZE_BELOW_ONE_CONTRACT} <= set(checked) and checked["entry"] >= 10, checked
+
+
+def test_scores_rounded_to_cents_as_python_rounds_each_one():
+    """Ranking reads each contract's total rounded as ``round(total, 2)``; the array form must give
+    the same doubles, ties and the values either side of them included."""
+    rng = np.random.default_rng(7)
+    k = rng.integers(0, 10_000, 20_000)
+    ties = (k + 0.5) / 100
+    values = np.concatenate([rng.uniform(0, 100, 50_000), rng.uniform(-1e6, 1e6, 5_000), ties,
+                             np.nextafter(ties, np.inf), np.nextafter(ties, -np.inf), k / 100,
+                             [0.0, -0.0, 0.005, 2.675, 1.005, -0.004999999, 1e16, np.inf, -np.inf, np.nan]])
+    got = round_cents(values)
+    want = np.array([round(v, 2) for v in values.tolist()])
+    assert np.array_equal(got, want, equal_nan=True) and np.array_equal(np.signbit(got), np.signbit(want))

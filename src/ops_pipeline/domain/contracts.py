@@ -118,6 +118,24 @@ def _delta_points(delta: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(delta), 0.0, DELTA_POINTS * np.maximum(0.0, 1 - distance / DELTA_FALLOFF))
 
 
+def round_cents(values: np.ndarray) -> np.ndarray:
+    """``[round(v, 2) for v in values]`` (Python's correctly rounded decimal rounding, half to
+    even) as an array, bit for bit, without a Python call per value where none is needed.
+
+    ``rint(v × 100) / 100`` is that value whenever ``v × 100`` is not within rounding error of a
+    half: the product's rounding cannot then cross the half, so ``rint`` finds the decimal rounding
+    k, and ``k / 100`` is the double nearest k/100, which is what ``round`` returns. Values near a
+    half (or not finite) are rounded by ``round`` itself."""
+    values = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = values * 100
+        out = np.rint(scaled) / 100
+        near_half = ~(np.abs(scaled - np.floor(scaled) - 0.5) > 1e-6 * np.maximum(1.0, np.abs(scaled)))
+    for i in np.flatnonzero(near_half).tolist():
+        out[i] = round(float(values[i]), 2)
+    return out
+
+
 def _affordability_points(ask_ticks: np.ndarray, budget_usd: Decimal) -> np.ndarray:
     """Full points where one contract costs at most the budget; else 10 × budget / cost, the ratio
     taken in Decimal (per distinct ask) as for one contract."""
@@ -228,7 +246,7 @@ def candidate_contracts(
     eligible = wanted & (chain.bid_ticks > 0) & (chain.ask_ticks >= chain.bid_ticks) & (dte >= low) & (dte <= high)
     scores = score_chain(chain, budget_usd)
     index = np.flatnonzero(eligible)
-    totals = np.array([round(t, 2) for t in scores.total[index].tolist()], dtype=float)
+    totals = round_cents(scores.total[index])
     keep = totals >= min_quality_score
     index, totals = index[keep], totals[keep]
     delta_gap = np.abs(np.abs(np.nan_to_num(chain.delta[index], nan=0.0)) - DELTA_TARGET)
