@@ -278,7 +278,35 @@ def _execute_many(conn: Connection, key: tuple[Hashable, ...], build: Callable[[
     processor SQLAlchemy would apply to its parameter (``type.dialect_impl(dialect).bind_processor``):
     the same values stored, without SQLAlchemy's per-row bookkeeping (a replay writes about 240,000
     run and snapshot rows and every held position's marks this way). Elsewhere ``conn.execute``."""
-    dialect = conn.dialect
+    plan = _driver_plan(conn.dialect, key, build, column_keys, on_driver)
+    if plan is None:
+        conn.execute(build(), rows)
+        return
+    sql, params = plan
+    memos: list[dict[Any, Any]] = [{} for _ in params]
+    conn.exec_driver_sql(sql, [_bound(params, row, memos) for row in rows])
+
+
+def execute_first(conn: Connection, table: Table, key: tuple[Hashable, ...], build: Callable[[], Any],
+                  values: dict[str, Any]) -> Any:  # noqa: ANN401 - a Row or None
+    """The first row of the statement ``build()`` makes (an INSERT … RETURNING on ``table``, built
+    and compiled once per ``key``, dialect and parameter names) executed with ``values``. On
+    SQLite straight on the driver, as :func:`_execute_many` (a replay writes every recommendation
+    this way): the row comes back as the driver gives it, so its columns must be read raw (their
+    type ``NullType``, as SQLAlchemy would then give them too). ``table`` must not be one the
+    write-behind buffers (:attr:`WriteBehind.TABLES`): nothing is flushed before it."""
+    assert table.name not in WriteBehind.TABLES
+    plan = _driver_plan(conn.dialect, (*key, tuple(values)), build, tuple(values), True)
+    if plan is None:
+        return conn.execute(build(), values).first()
+    sql, params = plan
+    raw = conn._conn if isinstance(conn, _FlushingConnection) else conn
+    return raw.exec_driver_sql(sql, _bound(params, values, [{} for _ in params])).first()
+
+
+def _driver_plan(dialect: Any, key: tuple[Hashable, ...], build: Callable[[], Any],  # noqa: ANN401 - a Dialect
+                 column_keys: tuple[str, ...] | None, on_driver: bool) -> tuple[str, list[tuple[str, Any, Any]]] | None:
+    """The statement's SQL and parameters for the driver (see :data:`_DRIVER_PLANS`), made once."""
     plan_key = (dialect.name, *key)
     if plan_key not in _DRIVER_PLANS:
         plan = None
@@ -289,30 +317,27 @@ def _execute_many(conn: Connection, key: tuple[Hashable, ...], build: Callable[[
             plan = (compiled.string, [(bind.key, bind.type.dialect_impl(dialect).bind_processor(dialect),
                                        _memo_key(bind.type)) for bind in binds])
         _DRIVER_PLANS[plan_key] = plan
-    plan = _DRIVER_PLANS[plan_key]
-    if plan is None:
-        conn.execute(build(), rows)
-        return
-    sql, params = plan
-    memos: list[dict[Any, Any]] = [{} for _ in params]
-    values_of_rows = []
-    for row in rows:
-        values = []
-        for (name, process, memo_key), memo in zip(params, memos, strict=True):
-            value = row[name]
-            if process is None:
-                values.append(value)
-                continue
-            found = None if memo_key is None else memo_key(value)
-            if found is None:
-                values.append(process(value))
-                continue
-            done = memo.get(found)
-            if done is None:
-                done = memo[found] = process(value)
-            values.append(done)
-        values_of_rows.append(tuple(values))
-    conn.exec_driver_sql(sql, values_of_rows)
+    return _DRIVER_PLANS[plan_key]
+
+
+def _bound(params: list[tuple[str, Any, Any]], row: dict[str, Any], memos: list[dict[Any, Any]]) -> tuple:
+    """``row``'s values in the SQL's parameter order, each through its bind processor (a value with
+    a memo key converted once per ``memos``)."""
+    values = []
+    for (name, process, memo_key), memo in zip(params, memos, strict=True):
+        value = row[name]
+        if process is None:
+            values.append(value)
+            continue
+        found = None if memo_key is None else memo_key(value)
+        if found is None:
+            values.append(process(value))
+            continue
+        done = memo.get(found)
+        if done is None:
+            done = memo[found] = process(value)
+        values.append(done)
+    return tuple(values)
 
 
 def _memo_key(column_type: Any) -> Callable[[Any], Hashable | None] | None:  # noqa: ANN401 - a SQLAlchemy type

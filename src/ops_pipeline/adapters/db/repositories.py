@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.types import NullType
 
 from ops_pipeline.adapters.db.cache import MISSING, announce, cache_of
-from ops_pipeline.adapters.db.database import WRITE_BEHIND_KEY, WriteBehind
+from ops_pipeline.adapters.db.database import WRITE_BEHIND_KEY, WriteBehind, execute_first
 from ops_pipeline.adapters.db.scope import AccountScope, prepared
 from ops_pipeline.adapters.db.tables import (
     ACCOUNT_SCOPED,
@@ -230,7 +230,7 @@ class SharedRepository:
                         .on_conflict_do_nothing(index_elements=list(conflict))
                         .returning(*(_raw(rc[name]) for name in RECOMMENDATION_COLUMNS)))
         with cache.silenced():
-            row = self.conn.execute(stmt, values).first()
+            row = execute_first(self.conn, recommendations, ("add_recommendation",), lambda: stmt, values)
         created = None if row is None else _orderable(row.created_at)
         cache.wrote_and_patch_all((None, recommendations.name), [] if created is None else [
             (key, tables, lambda rows: (*rows, row)) for key, tables in cache.tagged(UNDECIDED) if key[-1] <= created])
