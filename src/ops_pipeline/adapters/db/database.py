@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from alembic import command
 from alembic.config import Config
@@ -257,9 +257,18 @@ def _insert_in_order(conn: Connection, table: Table, rows: list[dict]) -> None:
         start = end
 
 
-_DRIVER_PLANS: dict[tuple[Hashable, ...], tuple[str, list[tuple[str, Any, Any]]] | None] = {}
-"""A statement's key → its SQL and each parameter's name, bind processor and memo key
-(:func:`_memo_key`), or None where it is not run on the driver (:func:`_execute_many`)."""
+class _DriverPlan(NamedTuple):
+    """A statement as the driver runs it: its SQL, its parameters' names in order, and those that
+    go through a bind processor: ``(position, processor, memo key or None)`` (:func:`_memo_key`)."""
+
+    sql: str
+    names: tuple[str, ...]
+    processed: tuple[tuple[int, Any, Any], ...]
+
+
+_DRIVER_PLANS: dict[tuple[Hashable, ...], _DriverPlan | None] = {}
+"""A statement's key → its :class:`_DriverPlan`, or None where it is not run on the driver
+(:func:`_execute_many`)."""
 
 
 def _insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
@@ -282,9 +291,8 @@ def _execute_many(conn: Connection, key: tuple[Hashable, ...], build: Callable[[
     if plan is None:
         conn.execute(build(), rows)
         return
-    sql, params = plan
-    memos: list[dict[Any, Any]] = [{} for _ in params]
-    conn.exec_driver_sql(sql, [_bound(params, row, memos) for row in rows])
+    memos: list[dict[Any, Any]] = [{} for _ in plan.processed]
+    conn.exec_driver_sql(plan.sql, [_bound(plan, row, memos) for row in rows])
 
 
 def execute_first(conn: Connection, table: Table, key: tuple[Hashable, ...], build: Callable[[], Any],
@@ -299,13 +307,12 @@ def execute_first(conn: Connection, table: Table, key: tuple[Hashable, ...], bui
     plan = _driver_plan(conn.dialect, (*key, tuple(values)), build, tuple(values), True)
     if plan is None:
         return conn.execute(build(), values).first()
-    sql, params = plan
     raw = conn._conn if isinstance(conn, _FlushingConnection) else conn
-    return raw.exec_driver_sql(sql, _bound(params, values, [{} for _ in params])).first()
+    return raw.exec_driver_sql(plan.sql, _bound(plan, values, [{} for _ in plan.processed])).first()
 
 
 def _driver_plan(dialect: Any, key: tuple[Hashable, ...], build: Callable[[], Any],  # noqa: ANN401 - a Dialect
-                 column_keys: tuple[str, ...] | None, on_driver: bool) -> tuple[str, list[tuple[str, Any, Any]]] | None:
+                 column_keys: tuple[str, ...] | None, on_driver: bool) -> _DriverPlan | None:
     """The statement's SQL and parameters for the driver (see :data:`_DRIVER_PLANS`), made once."""
     plan_key = (dialect.name, *key)
     if plan_key not in _DRIVER_PLANS:
@@ -314,29 +321,28 @@ def _driver_plan(dialect: Any, key: tuple[Hashable, ...], build: Callable[[], An
             compiled = build().compile(dialect=dialect, column_keys=list(column_keys) if column_keys else None)
             assert compiled.positiontup is not None
             binds = [compiled.binds[name] for name in compiled.positiontup]
-            plan = (compiled.string, [(bind.key, bind.type.dialect_impl(dialect).bind_processor(dialect),
-                                       _memo_key(bind.type)) for bind in binds])
+            processors = [bind.type.dialect_impl(dialect).bind_processor(dialect) for bind in binds]
+            plan = _DriverPlan(compiled.string, tuple(bind.key for bind in binds), tuple(
+                (i, process, _memo_key(bind.type)) for i, (bind, process) in enumerate(zip(binds, processors, strict=True))
+                if process is not None))
         _DRIVER_PLANS[plan_key] = plan
     return _DRIVER_PLANS[plan_key]
 
 
-def _bound(params: list[tuple[str, Any, Any]], row: dict[str, Any], memos: list[dict[Any, Any]]) -> tuple:
+def _bound(plan: _DriverPlan, row: dict[str, Any], memos: list[dict[Any, Any]]) -> tuple:
     """``row``'s values in the SQL's parameter order, each through its bind processor (a value with
-    a memo key converted once per ``memos``)."""
-    values = []
-    for (name, process, memo_key), memo in zip(params, memos, strict=True):
-        value = row[name]
-        if process is None:
-            values.append(value)
-            continue
+    a memo key converted once per ``memos``, one memo per processed parameter)."""
+    values = [row[name] for name in plan.names]
+    for (i, process, memo_key), memo in zip(plan.processed, memos, strict=True):
+        value = values[i]
         found = None if memo_key is None else memo_key(value)
         if found is None:
-            values.append(process(value))
+            values[i] = process(value)
             continue
         done = memo.get(found)
         if done is None:
             done = memo[found] = process(value)
-        values.append(done)
+        values[i] = done
     return tuple(values)
 
 
