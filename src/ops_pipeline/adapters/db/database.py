@@ -32,6 +32,7 @@ import hashlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -266,9 +267,9 @@ class _DriverPlan(NamedTuple):
     processed: tuple[tuple[int, Any, Any], ...]
 
 
-_DRIVER_PLANS: dict[tuple[Hashable, ...], _DriverPlan | None] = {}
-"""A statement's key → its :class:`_DriverPlan`, or None where it is not run on the driver
-(:func:`_execute_many`)."""
+_DRIVER_PLANS: weakref.WeakKeyDictionary[Any, dict[tuple[Hashable, ...], _DriverPlan | None]] = weakref.WeakKeyDictionary()
+"""Per dialect (an engine's own: its options decide the SQL and the processors), a statement's key
+→ its :class:`_DriverPlan`, or None where it is not run on the driver (:func:`_execute_many`)."""
 
 
 def _insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
@@ -314,8 +315,10 @@ def execute_first(conn: Connection, table: Table, key: tuple[Hashable, ...], bui
 def _driver_plan(dialect: Any, key: tuple[Hashable, ...], build: Callable[[], Any],  # noqa: ANN401 - a Dialect
                  column_keys: tuple[str, ...] | None, on_driver: bool) -> _DriverPlan | None:
     """The statement's SQL and parameters for the driver (see :data:`_DRIVER_PLANS`), made once."""
-    plan_key = (dialect.name, *key)
-    if plan_key not in _DRIVER_PLANS:
+    plans = _DRIVER_PLANS.get(dialect)
+    if plans is None:
+        plans = _DRIVER_PLANS[dialect] = {}
+    if key not in plans:
         plan = None
         if on_driver and dialect.name == "sqlite" and dialect.paramstyle == "qmark":
             compiled = build().compile(dialect=dialect, column_keys=list(column_keys) if column_keys else None)
@@ -325,8 +328,8 @@ def _driver_plan(dialect: Any, key: tuple[Hashable, ...], build: Callable[[], An
             plan = _DriverPlan(compiled.string, tuple(bind.key for bind in binds), tuple(
                 (i, process, _memo_key(bind.type)) for i, (bind, process) in enumerate(zip(binds, processors, strict=True))
                 if process is not None))
-        _DRIVER_PLANS[plan_key] = plan
-    return _DRIVER_PLANS[plan_key]
+        plans[key] = plan
+    return plans[key]
 
 
 def _bound(plan: _DriverPlan, row: dict[str, Any], memos: list[dict[Any, Any]]) -> tuple:
