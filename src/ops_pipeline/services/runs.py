@@ -22,14 +22,18 @@ _ACCOUNT: ContextVar[str | None] = ContextVar("ops_pipeline_account", default=No
 
 def run_id_for(kind: str, account_name: str, now: dt.datetime) -> str:
     """Deterministic run id from kind, account and time to the second (``dispatcher-tiny-1k-20260316T143100``)."""
-    return f"{kind}-{account_name}-{_run_stamp(now)}"
+    return f"{kind}-{account_name}-{_utc_run_stamp(now) if now.tzinfo is dt.UTC else _run_stamp(now)}"
+
+
+def _run_stamp(now: dt.datetime) -> str:
+    """``now`` as exchange time to the second, ``YYYYmmddTHHMMSS``."""
+    return f"{now.astimezone(EXCHANGE_TZ):%Y%m%dT%H%M%S}"
 
 
 @lru_cache(maxsize=256)
-def _run_stamp(now: dt.datetime) -> str:
-    """``now`` as exchange time to the second, ``YYYYmmddTHHMMSS`` (every account's runs of a
-    minute share it)."""
-    return f"{now.astimezone(EXCHANGE_TZ):%Y%m%dT%H%M%S}"
+def _utc_run_stamp(now: dt.datetime) -> str:
+    """:func:`_run_stamp` of a UTC time, remembered (every account's runs of a minute share it)."""
+    return _run_stamp(now)
 
 
 def day_start(now: dt.datetime) -> dt.datetime:

@@ -23,10 +23,15 @@ def to_exchange(ts: dt.datetime) -> dt.datetime:
     return ts.astimezone(EXCHANGE_TZ)
 
 
-@lru_cache(maxsize=4096)
 def exchange_date(ts: dt.datetime) -> dt.date:
-    """The US/Eastern calendar date of an aware datetime (remembered per instant: every run asks
-    it of the same minute many times)."""
+    """The US/Eastern calendar date of an aware datetime."""
+    return _utc_exchange_date(ts) if ts.tzinfo is UTC else ts.astimezone(EXCHANGE_TZ).date()
+
+
+@lru_cache(maxsize=4096)
+def _utc_exchange_date(ts: dt.datetime) -> dt.date:
+    """:func:`exchange_date` of a UTC time, remembered (every run asks it of the same minute many
+    times; equal UTC times are one instant, which times of a zone with a repeated hour are not)."""
     return ts.astimezone(EXCHANGE_TZ).date()
 
 
