@@ -47,6 +47,8 @@ MIN_SPREAD = 0.01
 STRIKE_RANGE = 0.12
 SPREAD_NEIGHBOURS = 4
 MIN_SMILE_POINTS = 3
+STD_ROWS = 32
+"""Realized-volatility windows reduced per ``np.std`` call (32 × 1,950 returns: half a megabyte)."""
 
 DTE_EDGES = (2, 7, 31)
 """Days-to-expiry buckets: 0–1, 2–6, 7–30, 31+ (the day-trade and swing bands of SPEC "Words")."""
@@ -232,9 +234,12 @@ class HistoricalMarketData:
         todo = sorted({i for i in closed if (ticker, i) not in memo})
         full = [i for i in todo if i >= span]
         if len(full) > 1:
-            rows = sliding_window_view(self._log_returns(series), span)[np.array(full) - span]  # returns[i - span:i]
-            for i, vol in zip(full, (np.std(rows, axis=1) * math.sqrt(252 * per_session)).tolist(), strict=True):
-                memo[ticker, i] = vol
+            windows, at = sliding_window_view(self._log_returns(series), span), np.array(full) - span
+            for block in range(0, len(full), STD_ROWS):  # blocks of rows that stay in the CPU's cache
+                rows = windows[at[block:block + STD_ROWS]]  # returns[i - span:i], one row each
+                vols = (np.std(rows, axis=1) * math.sqrt(252 * per_session)).tolist()
+                for i, vol in zip(full[block:block + STD_ROWS], vols, strict=True):
+                    memo[ticker, i] = vol
         for i in todo:
             if (ticker, i) not in memo:
                 start = max(0, i - span)
