@@ -161,7 +161,7 @@ def _child(kind: str, args: argparse.Namespace) -> dict:
     cmd += ["--database-url", args.database_url] if args.database_url else []
     cmd += ["--chain-cache", args.chain_cache] if args.chain_cache else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT)))}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
