@@ -136,10 +136,10 @@ class SimulatedExchange:
         left running past an expiry settles it too."""
         settled = []
         for key in list(book.holdings):
-            if now < self._expiry_close(key):
+            close = self._expiry_close(key)
+            if now < close:
                 continue
             symbol = OccSymbol.parse(key)
-            close = self._expiry_close(key)
             holding = book.holdings.pop(key)
             spot = self.market.underlying_price(symbol.underlying, close) or ZERO
             intrinsic = spot - symbol.strike if symbol.option_type is OptionType.CALL else symbol.strike - spot

@@ -883,13 +883,14 @@ def _orderable(raw: object) -> dt.datetime | None:
     way); None otherwise."""
     if isinstance(raw, dt.datetime):
         return raw.replace(tzinfo=dt.UTC) if raw.tzinfo is None else raw.astimezone(dt.UTC)
-    return _orderable_text(raw) if isinstance(raw, str) else None
+    return _utc_text(raw, _SQLITE_STORED_TIME) if isinstance(raw, str) else None
 
 
 @lru_cache(maxsize=4096)
-def _orderable_text(raw: str) -> dt.datetime | None:
-    """:func:`_orderable` of text (the remembered undecided rows are asked about at every run)."""
-    return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC) if _SQLITE_STORED_TIME.fullmatch(raw) else None
+def _utc_text(raw: str, pattern: re.Pattern[str]) -> dt.datetime | None:
+    """SQLite's text of a UTC time as an aware time if all of it matches ``pattern``, else None
+    (remembered: the undecided rows are asked about at every run)."""
+    return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC) if pattern.fullmatch(raw) else None
 
 
 def _anchor(now: dt.datetime) -> dt.datetime:
@@ -909,13 +910,7 @@ def _comparable_time(raw: object) -> dt.datetime | None:
     would compare the same way (a row another service wrote in some other format)."""
     if isinstance(raw, dt.datetime):
         return raw.replace(tzinfo=dt.UTC) if raw.tzinfo is None else raw.astimezone(dt.UTC)
-    return _comparable_text(raw) if isinstance(raw, str) else None
-
-
-@lru_cache(maxsize=4096)
-def _comparable_text(raw: str) -> dt.datetime | None:
-    """:func:`_comparable_time` of text (the remembered undecided rows are asked about at every run)."""
-    return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC) if _SQLITE_TIME.fullmatch(raw) else None
+    return _utc_text(raw, _SQLITE_TIME) if isinstance(raw, str) else None
 
 
 def _aware(ts: dt.datetime) -> dt.datetime:
