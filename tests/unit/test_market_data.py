@@ -148,6 +148,31 @@ def test_real_chains_before_1120_are_modelled_and_after_are_real(data_dir):
 
 
 @pytest.mark.data
+def test_a_chain_asked_again_in_its_minute_is_the_one_each_question_gets_alone(data_dir):
+    """Four accounts deciding one minute share the chain their question gets (computed once): it
+    must be, quote for quote, what that question alone gets from a market that answered nothing
+    before, whatever other chains (type, DTE window, ticker; real and modelled) were asked between."""
+    store = ChainStore(data_dir / "option_chains", CAL)
+    series = {t: load_bars(data_dir / "bars_1min" / f"{t}_1min.csv", CAL, 1) for t in ("SPY", "NVDA")}
+    shared = HistoricalMarketData(series, store, CAL)
+    questions = [(ticker, kind, low, high) for ticker in ("SPY", "NVDA") for kind in OptionType
+                 for low, high in ((0, 1), (7, 30))]
+    spy_source = {from_exchange(dt.datetime(2026, 3, 16, 12)): QuoteSource.REAL,  # a fresh snapshot
+                  from_exchange(dt.datetime(2026, 3, 13, 10, 30)): QuoteSource.MODELLED}  # before the first
+    for now, source in spy_source.items():
+        first = {q: shared.option_chain(q[0], now, option_type=q[1], min_dte=q[2], max_dte=q[3]) for q in questions}
+        for q in reversed(questions):
+            again = shared.option_chain(q[0], now, option_type=q[1], min_dte=q[2], max_dte=q[3])
+            alone = HistoricalMarketData(series, store, CAL).option_chain(q[0], now, option_type=q[1],
+                                                                         min_dte=q[2], max_dte=q[3])
+            assert again is first[q]
+            assert list(again) == list(alone), (q, now)
+            assert {x.symbol.option_type for x in again} <= {q[1]}
+        sources = {(q[0], x.source) for q in questions for x in first[q]}
+        assert sources == {("SPY", source), ("NVDA", QuoteSource.MODELLED)}, now
+
+
+@pytest.mark.data
 def test_realized_volatility_is_the_std_of_the_last_five_sessions_log_returns(data_dir):
     """What a contract of a ticker without chains is priced with, at each minute: computed from the
     series' log returns once, it must equal the five sessions' returns computed alone, bit for bit."""

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -206,7 +207,9 @@ class HistoricalMarketData:
         self._returns: dict[str, tuple[BarSeries, np.ndarray]] = {}
         self._expiries: dict[int, list[_Expiry]] = {}
         self._memo_now: dt.datetime | None = None
-        self._memo: dict[tuple[OccSymbol, dt.datetime], OptionQuote | None] = {}
+        self._memo: dict[tuple[Any, ...], Any] = {}
+        """This minute's answers (:meth:`_memoized`): quotes by ``(symbol, now)``, chains by
+        ``(ticker, now, type, min DTE, max DTE)``."""
 
     # --- underlying ---------------------------------------------------------------------------
     def underlying_price(self, ticker: str, now: dt.datetime) -> Decimal | None:
@@ -270,15 +273,23 @@ class HistoricalMarketData:
     ) -> Sequence[OptionQuote]:
         """Quotes of every listed contract of one type expiring ``min_dte``..``max_dte`` calendar
         days after today (exchange date), not yet expired at ``now``: a snapshot's real quotes, or a
-        modelled :class:`~ops_pipeline.domain.market.OptionChain`."""
+        modelled :class:`~ops_pipeline.domain.market.OptionChain`. Computed once per minute and
+        window: every account deciding the ticker's recommendation then gets the same chain (shared,
+        so never changed by a reader: a chain's quotes are immutable, a list is returned as a tuple)."""
+        return self._memoized((ticker, now, option_type, min_dte, max_dte), now,
+                              lambda: self._option_chain(ticker, now, option_type, min_dte, max_dte))
+
+    def _option_chain(self, ticker: str, now: dt.datetime, option_type: OptionType, min_dte: int,
+                      max_dte: int) -> Sequence[OptionQuote]:
         today = exchange_date(now)
         lo, hi = np.datetime64(today + dt.timedelta(days=min_dte)), np.datetime64(today + dt.timedelta(days=max_dte))
         snap = self._fresh_snapshot(ticker, now)
         if snap is not None:
             mask = (snap.is_call == (option_type is OptionType.CALL)) & (snap.expiration >= lo)
             mask &= (snap.expiration <= hi) & (snap.expiry_close > now.timestamp())
-            return [self._real_quote(snap, int(i)) for i in np.flatnonzero(mask)]
-        return self._modelled_chain(ticker, now, option_type, min_dte, max_dte)
+            return tuple(self._real_quote(snap, int(i)) for i in np.flatnonzero(mask))
+        chain = self._modelled_chain(ticker, now, option_type, min_dte, max_dte)
+        return chain if isinstance(chain, OptionChain) else tuple(chain)
 
     def option_quote(self, symbol: OccSymbol, now: dt.datetime) -> OptionQuote | None:
         """The contract's quote in force at ``now``: real if a fresh snapshot lists it, else modelled.
@@ -288,11 +299,19 @@ class HistoricalMarketData:
         memo = self._memo
         if key in memo:
             return memo[key]
+        return self._memoized(key, now, lambda: self._option_quote(symbol, now))
+
+    def _memoized(self, key: tuple[Any, ...], now: dt.datetime, compute: Callable[[], Any]) -> Any:  # noqa: ANN401
+        """``compute()``, remembered under ``key`` (which holds ``now``) until the first question about
+        another minute: a replay asks about one minute at a time, for four accounts and the broker."""
+        memo = self._memo
+        if key in memo:
+            return memo[key]
         if now != self._memo_now:  # keyed by time too, so a server's threads at other times stay apart
             self._memo_now, memo = now, {}
             self._memo = memo
-        memo[key] = quote = self._option_quote(symbol, now)
-        return quote
+        memo[key] = answer = compute()
+        return answer
 
     def _option_quote(self, symbol: OccSymbol, now: dt.datetime) -> OptionQuote | None:
         snap = self._fresh_snapshot(symbol.underlying, now)
