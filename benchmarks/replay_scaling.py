@@ -3,7 +3,13 @@ bars_1min from 2025-09-15), each into a fresh SQLite file in its own process; pr
 bars, account runs, seconds per 100,000 bars and per 1,000 account runs, and each window's cost per
 bar against the 1-month window's (linear: 1.00).
 
-Run by hand: ``.venv/bin/python benchmarks/replay_scaling.py [--start D] [--months 1,2,4] [--chain-cache DIR]``.
+The machine's speed may drift within the hour (cloud machines do, by 15–25 %): a drift between the
+windows' runs would read as non-linear cost. So the windows run in turns, ``--repeat`` rounds (default
+2) after one unmeasured warm-up run of the shortest window (the chain cache and the page cache
+filled), and each window's figure is its fastest run; every run's time is printed.
+
+Run by hand: ``.venv/bin/python benchmarks/replay_scaling.py [--start D] [--months 1,2,4] [--repeat N]
+[--chain-cache DIR]``.
 Record the figures in docs/performance.md with the machine and the date.
 """
 
@@ -35,6 +41,7 @@ def main() -> None:
     parser.add_argument("--start", default="2025-09-15")
     parser.add_argument("--months", default="1,2,4")
     parser.add_argument("--chain-cache", default=None)
+    parser.add_argument("--repeat", type=int, default=2, help="rounds of runs; each window's fastest is kept")
     args = parser.parse_args()
     console = Console(width=160)
     console.print(f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -42,17 +49,27 @@ def main() -> None:
     start = dt.date.fromisoformat(args.start)
     table = Table("months", "window", "replay s", "bars", "account runs", "decisions", "s / 100k bars",
                   "s / 1k runs", "cost per bar vs 1 month")
-    first = None
-    for months in (int(m) for m in args.months.split(",")):
+    windows = [int(m) for m in args.months.split(",")]
+
+    def run(months: int) -> dict:
         end = add_months(start, months)
-        run = argparse.Namespace(**{**vars(args), "end": end.isoformat(), "database_url": None})
-        r = _child("sqlite", run)
+        return _child("sqlite", argparse.Namespace(**{**vars(args), "end": end.isoformat(), "database_url": None}))
+
+    run(min(windows))  # warm-up, not measured
+    runs: dict[int, list[dict]] = {m: [] for m in windows}
+    for round_ in range(1, args.repeat + 1):
+        for months in windows:
+            runs[months].append(run(months))
+            console.print(f"round {round_}: {months} month(s): {runs[months][-1]['replay_secs']:.1f} s")
+    first = None
+    for months in windows:
+        end = add_months(start, months)
+        r = min(runs[months], key=lambda x: x["replay_secs"])
         per_bar = r["replay_secs"] / r["bars"]
         first = first or per_bar
         table.add_row(str(months), f"{start} → {end}", f"{r['replay_secs']:.1f}", f"{r['bars']:,}",
                       f"{r['account_runs']:,}", f"{r['decisions']:,}", f"{1e5 * per_bar:.1f}",
                       f"{1e3 * r['replay_secs'] / r['account_runs']:.2f}", f"{per_bar / first:.2f}")
-        console.print(f"{months} month(s): {r['replay_secs']:.1f} s")
     console.print(table)
 
 

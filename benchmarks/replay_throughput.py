@@ -4,7 +4,9 @@
 Prints, per database: bars/s, account runs/s, decisions/s, peak memory (max RSS of the process that
 ran it), and the time spent in the database (cursor execute + commit) per decision; and the floor:
 the time to merely read and clean the same bars (``load_replay_inputs``), so the ratio shows. With
-``--backtrader`` it also times backtrader's SMA cross over the same cleaned bars, side by side.
+``--backtrader`` it also times backtrader's SMA cross over the same cleaned bars, side by side:
+once before the replays and once after, so a machine whose speed drifts within the hour (cloud
+machines do, by 15–25 %) shows it, and the replay is compared with both runs that bracket it.
 
 Each database runs in its own process (its own peak memory). PostgreSQL: ``--database-url`` or, by
 default, a throwaway server started here (initdb + pg_ctl; fsync off, as in the tests).
@@ -189,12 +191,14 @@ def main() -> None:
                   f"chain cache: {args.chain_cache or 'none'}")
     base = _child("floor", args)
     console.print(f"floor (read + clean {base['bars']:,} bars): {base['secs']:.1f} s, {base['bars'] / base['secs']:,.0f} bars/s")
+    bracket = []
     if args.backtrader:
-        bt_result = _child("backtrader", args)
-        console.print(f"backtrader SMA cross, event-driven: {bt_result['secs']:.1f} s, "
-                      f"{bt_result['bars'] / bt_result['secs']:,.0f} bars/s")
+        bracket.append(_child("backtrader", args))
+        console.print(f"backtrader SMA cross, event-driven, before the replays: {bracket[0]['secs']:.1f} s, "
+                      f"{bracket[0]['bars'] / bracket[0]['secs']:,.0f} bars/s")
     table = Table("database", "replay s", "bars/s", "account runs/s", "decisions/s", "× floor", "DB s",
                   "DB ms/decision", "statements", "commits", "peak MB")
+    replayed: dict[str, float] = {}
     for kind in args.databases.split(","):
         if kind == "postgresql" and not args.database_url:
             from tests.pgserver import throwaway_server
@@ -205,7 +209,7 @@ def main() -> None:
                 args.database_url = None
         else:
             r = _child(kind, args)
-        secs = r["replay_secs"]
+        secs = replayed[kind] = r["replay_secs"]
         table.add_row(kind, f"{secs:.1f}", f"{r['bars'] / secs:,.0f}", f"{r['account_runs'] / secs:,.0f}",
                       f"{r['decisions'] / secs:,.0f}", f"{(secs + r['load_secs']) / base['secs']:.1f}",
                       f"{r['db_secs']:.1f}", f"{1e3 * r['db_secs'] / max(r['decisions'], 1):.2f}",
@@ -214,6 +218,13 @@ def main() -> None:
                       f"{r['account_runs']:,} account runs, {r['decisions']:,} decisions, {r['executions']:,} executions; "
                       f"inputs loaded in {r['load_secs']:.1f} s")
     console.print(table)
+    if args.backtrader:
+        bracket.append(_child("backtrader", args))
+        console.print(f"backtrader SMA cross, event-driven, after the replays: {bracket[1]['secs']:.1f} s, "
+                      f"{bracket[1]['bars'] / bracket[1]['secs']:,.0f} bars/s")
+        for kind, secs in replayed.items():
+            console.print(f"{kind} replay ÷ backtrader: {secs / bracket[0]['secs']:.2f} (before), "
+                          f"{secs / bracket[1]['secs']:.2f} (after)")
 
 
 if __name__ == "__main__":

@@ -385,3 +385,30 @@ def test_a_new_recommendation_joins_the_remembered_undecided_ones_exactly_as_rea
             assert sorted(tuple(r) for r in mine) == sorted(tuple(r) for r in read) and len(read) == 3
         claimed = repos[0].claim(run_id="r", now=now, limit=2, ttl=ttl)
         assert [c.id for c in claimed] == [1, 2] and [c.ticker for c in claimed] == ["SPY", "QQQ"]
+
+
+def test_a_read_run_on_the_driver_gives_exactly_what_sqlalchemy_gives(sqlite_db, monkeypatch):
+    """Inside a unit of work on SQLite the statements built once are read on the driver's cursor
+    (``_read_on_driver``). Every such read of the scenario (bad rows included) is also run through
+    ``conn.execute``: the same rows, values of the same types, under the same keys."""
+    from ops_pipeline.adapters.db import database
+
+    on_driver = database._read_on_driver
+    compared: set[str] = set()
+
+    def both(conn, plan, statement, given):  # noqa: ANN001, ANN202
+        fast = on_driver(conn, plan, statement, given).all()
+        slow = conn.execute(statement, given or {}).all()
+        assert [r._fields for r in fast] == [r._fields for r in slow], plan.sql
+        assert [repr(tuple(r)) for r in fast] == [repr(tuple(r)) for r in slow], plan.sql
+        assert [[type(v) for v in r] for r in fast] == [[type(v) for v in r] for r in slow], plan.sql
+        compared.add(plan.sql)
+        return on_driver(conn, plan, statement, given)
+
+    monkeypatch.setattr(database, "_read_on_driver", both)
+    statements: list[str] = []
+    event.listen(sqlite_db.engine, "before_cursor_execute", lambda _c, _k, sql, *_a: statements.append(sql))
+    with sqlite_db.unit_of_work(write_behind=True) as uow:
+        scenario(sqlite_db, uow.commit)
+    assert len(compared) >= 10  # positions, executions, exposure, trades, claims, halts…
+    assert set(compared) <= set(statements)  # cursor events fired for them as for any statement
