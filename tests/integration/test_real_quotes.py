@@ -71,6 +71,26 @@ def _listed_then_missing(market, ticker):
     raise AssertionError("no contract disappears between two snapshots")
 
 
+def test_a_contracts_volatility_is_its_latest_listing_with_one_in_every_snapshot(market):
+    """The listings (grouped per contract as each day is loaded) against a scan of every snapshot's
+    rows: for a sample of contracts, at each of its listing times and a second before the first,
+    ``listing_iv`` is the last finite volatility listed at or before then, and its quote time."""
+    expected: dict[str, list[tuple[float, float]]] = {}
+    snaps = sorted((s for t in market.bars for s in market.chains.snapshots(t)), key=lambda s: s.quote_time)
+    for snap in snaps:
+        for symbol, iv in zip(snap.symbols.tolist(), snap.iv.tolist(), strict=True):
+            if np.isfinite(iv):
+                expected.setdefault(symbol, []).append((snap.quote_time.timestamp(), iv))
+    assert len(expected) > 1000
+    for symbol in sorted(expected)[::37]:
+        listed = expected[symbol]
+        first = dt.datetime.fromtimestamp(listed[0][0], dt.UTC)
+        assert market.chains.listing_iv(symbol, first - dt.timedelta(seconds=1)) is None
+        for k, (epoch, _) in enumerate(listed):
+            last = max(j for j in range(k, len(listed)) if listed[j][0] == epoch)  # the same time twice: the last
+            assert market.chains.listing_iv(symbol, dt.datetime.fromtimestamp(epoch, dt.UTC)) == (listed[last][1], epoch)
+
+
 def test_a_contract_missing_from_the_latest_snapshot_is_modelled_with_its_own_latest_iv(market):
     symbol, iv, after = _listed_then_missing(market, "SPY")
     at = after.quote_time + dt.timedelta(seconds=1)

@@ -401,16 +401,37 @@ class ChainStore:
             self.cache_hits += 1
         timings, snaps = loaded
         self._timings.extend(timings)
-        for snap in sorted(snaps, key=lambda s: s.quote_time):
-            epoch = snap.quote_time.timestamp()
+        snaps = sorted(snaps, key=lambda s: s.quote_time)
+        for snap in snaps:
             self._by_ticker.setdefault(snap.ticker, []).append(snap)
-            self._times.setdefault(snap.ticker, []).append(epoch)
-            for symbol, iv in zip(snap.symbols.tolist(), snap.iv.tolist(), strict=True):
-                if math.isfinite(iv):
-                    times, ivs = self._listings.setdefault(symbol, ([], []))
-                    times.append(epoch)
-                    ivs.append(iv)
+            self._times.setdefault(snap.ticker, []).append(snap.quote_time.timestamp())
+        self._add_listings(snaps)
         self._loaded_days += 1
+
+    def _add_listings(self, snaps: list[ChainSnapshot]) -> None:
+        """Append each contract's (quote time, implied volatility) of ``snaps`` (in quote-time
+        order) to :attr:`_listings`, where the volatility is finite: in snapshot order, then row
+        order, as a loop over the rows would; grouped by contract with one stable sort (a day holds
+        about 400,000 rows of 10,000 contracts)."""
+        if not snaps:
+            return
+        iv = np.concatenate([snap.iv for snap in snaps]).astype(float, copy=False)
+        epoch = np.concatenate([np.full(len(snap.iv), snap.quote_time.timestamp()) for snap in snaps])
+        symbols = np.concatenate([np.asarray(snap.symbols, dtype=object) for snap in snaps])
+        keep = np.isfinite(iv)
+        codes, names = pd.factorize(symbols[keep])
+        order = np.argsort(codes, kind="stable")
+        times, ivs = epoch[keep][order].tolist(), iv[keep][order].tolist()
+        ends = np.cumsum(np.bincount(codes, minlength=len(names))).tolist()
+        start = 0
+        for name, end in zip(names.tolist(), ends, strict=True):
+            listed = self._listings.get(name)
+            if listed is None:
+                self._listings[name] = (times[start:end], ivs[start:end])
+            else:
+                listed[0].extend(times[start:end])
+                listed[1].extend(ivs[start:end])
+            start = end
 
     def _cache_path(self, day: dt.date, entries: list[tuple[dt.datetime, Path]]) -> Path:
         assert self.cache_dir is not None
