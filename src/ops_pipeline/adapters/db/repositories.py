@@ -623,9 +623,19 @@ class AccountRepository:
 
     # --- executions ---------------------------------------------------------------------------
     def create_execution(self, values: dict[str, Any]) -> int:
-        """Write an execution (status ``pending_submit``) before its order is sent; returns its id."""
-        return self._write(dispatch_executions, self.scope.insert(dispatch_executions).values(**values)
-                           .returning(dispatch_executions.c.id)).scalar_one()
+        """Write an execution (status ``pending_submit``) before its order is sent; returns its id.
+        The statement is built once per set of columns; the account is this repository's.
+
+        Raises:
+            ValueError: ``values`` names an unknown column, or ``account_name``.
+        """
+        _columns(dispatch_executions, values)
+        if "account_name" in values:
+            raise ValueError("an execution's account is its repository's: account_name is not a value to give")
+        stmt = self.scope.prepared(("create_execution", tuple(values)), lambda: (
+            self.scope.insert(dispatch_executions).returning(dispatch_executions.c.id)))
+        with announce(self.conn, self.account_name, dispatch_executions.name):
+            return self.conn.execute(stmt, values).scalar_one()
 
     def execution(self, execution_id: int) -> Any:
         e = dispatch_executions
