@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -128,15 +128,7 @@ class MarkedRow:
 def _as_read(column: Any, value: Any) -> Any:  # noqa: ANN401 - a Column and its value
     """``value`` as the database would give it back for ``column``: Decimals to the column's scale,
     times as aware UTC (so a patched read equals one that went to the database)."""
-    if value is None:
-        return None
-    scale = getattr(column.type, "scale", None)
-    if scale is not None and isinstance(value, Decimal | int | float):
-        # Decimal(str(d)) is d itself (same digits and exponent): only numbers go through text.
-        return (value if isinstance(value, Decimal) else Decimal(str(value))).quantize(_quantum(scale))
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC)
-    return value
+    return None if value is None else _reader_of(column)(value)
 
 
 _POSITION_COLUMNS = {column.name: column for column in active_positions.c}
@@ -145,6 +137,28 @@ _POSITION_COLUMNS = {column.name: column for column in active_positions.c}
 @lru_cache(maxsize=None)
 def _quantum(scale: int) -> Decimal:
     return Decimal(1).scaleb(-scale)
+
+
+@lru_cache(maxsize=None)
+def _reader_of(column: Any) -> Callable[[Any], Any]:  # noqa: ANN401 - a Column
+    """:func:`_as_read` of ``column`` for a value that is not None, what it needs of the column looked
+    up once (a held position's marks are converted every minute)."""
+    scale = getattr(column.type, "scale", None)
+    if scale is None:
+        return lambda value: value.astimezone(dt.UTC) if isinstance(value, dt.datetime) else value
+    quantum = _quantum(scale)
+
+    def read(value: Any) -> Any:  # noqa: ANN401
+        if isinstance(value, Decimal):  # Decimal(str(d)) is d itself: only numbers go through text
+            return value.quantize(quantum)
+        if isinstance(value, int | float):
+            return Decimal(str(value)).quantize(quantum)
+        return value.astimezone(dt.UTC) if isinstance(value, dt.datetime) else value
+
+    return read
+
+
+_MARK_READERS = {name: _reader_of(_POSITION_COLUMNS[name]) for name in POSITION_MARK_COLUMNS}
 
 
 _DEPS: dict[tuple[Any, ...], tuple[tuple[str | None, str], ...]] = {}
@@ -760,7 +774,8 @@ class AccountRepository:
             else:
                 with cache.silenced():
                     self._update(active_positions, "id", position_id, values)
-        read = {position_id: {name: _as_read(_POSITION_COLUMNS[name], value) for name, value in values.items()}
+        readers = _MARK_READERS
+        read = {position_id: {name: None if value is None else readers[name](value) for name, value in values.items()}
                 for position_id, values in marks.items()}
 
         def patch(rows: tuple[Any, ...]) -> tuple[Any, ...]:
