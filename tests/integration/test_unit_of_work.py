@@ -412,3 +412,23 @@ def test_a_read_run_on_the_driver_gives_exactly_what_sqlalchemy_gives(sqlite_db,
         scenario(sqlite_db, uow.commit)
     assert len(compared) >= 10  # positions, executions, exposure, trades, claims, halts…
     assert set(compared) <= set(statements)  # cursor events fired for them as for any statement
+
+
+def test_a_converted_summary_is_reused_only_for_a_summary_written_alike():
+    """Run rows go to SQLite's driver with each JSON summary converted once per distinct value
+    (``_json_key``): two values may share a conversion only if ``json.dumps`` writes them alike."""
+    import json
+    import math
+
+    from ops_pipeline.adapters.db.database import _json_key
+
+    values = [None, 0, 1, True, False, -0.0, 0.0, 1.0, math.nan, "1", "true", [], {}, [1], [True], {"a": 1},
+              {"a": True}, {"a": 1.0}, {"a": 1, "b": 2}, {"b": 2, "a": 1}, {"a": {"b": None}}, {"a": {"b": "None"}},
+              {1: 1}, {"1": 1}, {"rejected": {"no_contract": 2}}, {"rejected": {"no_contract": 2}}, ("a",), ["a"]]
+    for a in values:
+        for b in values:
+            ka, kb = _json_key(a), _json_key(b)
+            if ka is not None and kb is not None and ka == kb:
+                assert json.dumps(a) == json.dumps(b), (a, b)
+    assert _json_key({"claimed": 0, "rejected": {}}) == _json_key({"claimed": 0, "rejected": {}})  # idle runs share one
+    assert _json_key({"a": 1.5}) is None and _json_key({1: "a"}) is None  # not keyed: converted each time

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Table, bindparam, create_engine, event, func, select, text
+from sqlalchemy import JSON, Connection, Engine, Table, bindparam, create_engine, event, func, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.result import IteratorResult, SimpleResultMetaData
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
@@ -261,11 +261,18 @@ def _insert_in_order(conn: Connection, table: Table, rows: list[dict]) -> None:
 
 class _DriverPlan(NamedTuple):
     """A statement as the driver runs it: its SQL, its parameters' names in order, and those that
-    go through a bind processor: ``(position, processor, memo key or None)`` (:func:`_memo_key`)."""
+    go through a bind processor: ``(position, processor, memo key or None)`` (:func:`_memo_key`);
+    ``memos``: per processed parameter, converted values by memo key, kept across executions (a
+    replay's run rows repeat a few hundred instants and summaries per session)."""
 
     sql: str
     names: tuple[str, ...]
     processed: tuple[tuple[int, Any, Any], ...]
+    memos: list[dict[Any, Any]]
+
+
+MEMO_SIZE = 4096
+"""Converted values a plan keeps per parameter; a full memo starts again empty."""
 
 
 _DRIVER_PLANS: weakref.WeakKeyDictionary[Any, dict[tuple[Hashable, ...], _DriverPlan | None]] = weakref.WeakKeyDictionary()
@@ -293,8 +300,7 @@ def _execute_many(conn: Connection, key: tuple[Hashable, ...], build: Callable[[
     if plan is None:
         conn.execute(build(), rows)
         return
-    memos: list[dict[Any, Any]] = [{} for _ in plan.processed]
-    conn.exec_driver_sql(plan.sql, [_bound(plan, row, memos) for row in rows])
+    conn.exec_driver_sql(plan.sql, [_bound(plan, row, plan.memos) for row in rows])
 
 
 def execute_first(conn: Connection, table: Table, key: tuple[Hashable, ...], build: Callable[[], Any],
@@ -310,7 +316,7 @@ def execute_first(conn: Connection, table: Table, key: tuple[Hashable, ...], bui
     if plan is None:
         return conn.execute(build(), values).first()
     raw = conn._conn if isinstance(conn, _FlushingConnection) else conn
-    parameters = _bound(plan, values, [{} for _ in plan.processed])
+    parameters = _bound(plan, values, plan.memos)
     try:
         keys, rows = _on_cursor(raw, plan.sql, parameters)
     except raw.dialect.loaded_dbapi.Error:
@@ -354,7 +360,8 @@ def _driver_plan(dialect: Any, key: tuple[Hashable, ...], build: Callable[[], An
             processors = [bind.type.dialect_impl(dialect).bind_processor(dialect) for bind in binds]
             plan = _DriverPlan(compiled.string, tuple(bind.key for bind in binds), tuple(
                 (i, process, _memo_key(bind.type)) for i, (bind, process) in enumerate(zip(binds, processors, strict=True))
-                if process is not None))
+                if process is not None), [])
+            plan.memos.extend({} for _ in plan.processed)
         plans[key] = plan
     return plans[key]
 
@@ -371,6 +378,8 @@ def _bound(plan: _DriverPlan, row: dict[str, Any], memos: list[dict[Any, Any]]) 
             continue
         done = memo.get(found)
         if done is None:
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()
             done = memo[found] = process(value)
         values[i] = done
     return tuple(values)
@@ -380,9 +389,36 @@ def _memo_key(column_type: Any) -> Callable[[Any], Hashable | None] | None:  # n
     """For a column whose bind processor is slow and often sees one value many times in a batch, a
     key under which its converted value is reused (the key None: convert this one). A time
     converts by its instant alone (SQLAlchemy's conversion costs about 5 µs; a batch's rows share a
-    few minutes), so a UTC time is its own key: equal UTC times are one instant."""
+    few minutes), so a UTC time is its own key: equal UTC times are one instant. A JSON value (a
+    run's summary: most runs of a replay have the same) by :func:`_json_key`."""
     if isinstance(column_type, UTCDateTime):
         return lambda value: value if getattr(value, "tzinfo", None) is dt.UTC else None
+    if isinstance(column_type, JSON):
+        return _json_key
+    return None
+
+
+_JSON_SCALARS = (str, int, bool, type(None))
+
+
+def _json_key(value: Any) -> Hashable | None:  # noqa: ANN401
+    """A key equal for two values only if ``json.dumps`` writes them alike: dicts with text keys (in
+    their order) and lists of such values, text, integers, booleans and None, each with its type
+    (``True`` and ``1`` are equal in Python, not in JSON); None (convert it) for anything else."""
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return (kind, value)
+    if kind is dict:
+        items = []
+        for key, item in value.items():
+            found = _json_key(item)
+            if found is None or type(key) is not str:
+                return None
+            items.append((key, found))
+        return (dict, tuple(items))
+    if kind is list:
+        found = tuple(_json_key(item) for item in value)
+        return None if None in found else (list, found)
     return None
 
 
