@@ -351,7 +351,8 @@ class HistoricalMarketData:
         ticker, text, strike, expiry_close, call = symbol.underlying, *_contract_terms(symbol)
         series = self.bars[ticker]
         closed = np.searchsorted(series.start, np.floor(epochs) - series.interval_secs, side="right") - 1
-        spot = np.array([round(float(series.close[i]), 4) if i >= 0 else np.nan for i in closed.tolist()])
+        closes = series.close[np.maximum(closed, 0)].tolist()  # the floats float(series.close[i]) gives, at once
+        spot = np.array([round(c, 4) if i >= 0 else np.nan for i, c in zip(closed.tolist(), closes, strict=True)])
         sigma = self.chains.listing_iv_each_minute(text, now, n)
         which, references = self.chains.nearest_with_iv_each_minute(ticker, now, n)
         bid, ask, iv, delta = (np.full(n, np.nan) for _ in range(4))
