@@ -86,9 +86,12 @@ def test_a_contracts_volatility_is_its_latest_listing_with_one_in_every_snapshot
         listed = expected[symbol]
         first = dt.datetime.fromtimestamp(listed[0][0], dt.UTC)
         assert market.chains.listing_iv(symbol, first - dt.timedelta(seconds=1)) is None
+        assert market.chains.listing_ivs([symbol], first - dt.timedelta(seconds=1)) == [None]
         for k, (epoch, _) in enumerate(listed):
             last = max(j for j in range(k, len(listed)) if listed[j][0] == epoch)  # the same time twice: the last
-            assert market.chains.listing_iv(symbol, dt.datetime.fromtimestamp(epoch, dt.UTC)) == (listed[last][1], epoch)
+            at = dt.datetime.fromtimestamp(epoch, dt.UTC)
+            assert market.chains.listing_iv(symbol, at) == (listed[last][1], epoch)
+            assert market.chains.listing_ivs([symbol], at) == [listed[last][1]]
 
 
 def test_a_contract_missing_from_the_latest_snapshot_is_modelled_with_its_own_latest_iv(market):

@@ -366,6 +366,8 @@ class ChainStore:
         self._by_ticker: dict[str, list[ChainSnapshot]] = {}
         self._times: dict[str, list[float]] = {}
         self._listings: dict[str, tuple[list[float], list[float]]] = {}
+        self._first_listed = math.inf
+        """The earliest quote time (epoch seconds) of any listing loaded: before it, none is listed."""
         self._timings: list[SnapshotTiming] = []
 
     @property
@@ -419,6 +421,8 @@ class ChainStore:
         epoch = np.concatenate([np.full(len(snap.iv), snap.quote_time.timestamp()) for snap in snaps])
         symbols = np.concatenate([np.asarray(snap.symbols, dtype=object) for snap in snaps])
         keep = np.isfinite(iv)
+        if keep.any():
+            self._first_listed = min(self._first_listed, float(epoch[keep].min()))
         codes, names = pd.factorize(symbols[keep])
         order = np.argsort(codes, kind="stable")
         times, ivs = epoch[keep][order].tolist(), iv[keep][order].tolist()
@@ -517,6 +521,8 @@ class ChainStore:
         up to ``now`` loaded once."""
         self._load_until(now)
         at, listings = now.timestamp(), self._listings
+        if at < self._first_listed:  # before every listing loaded (a replay's months before the chains)
+            return [None] * len(symbols)
         found: list[float | None] = []
         for symbol in symbols:
             listed = listings.get(symbol)
@@ -555,10 +561,10 @@ class ChainStore:
         self._load_until(now)
         snaps = self._by_ticker.get(ticker) or []
         i = bisect.bisect_right(self._times.get(ticker, []), now.timestamp())
-        for snap in reversed(snaps[:i]):
-            iv = snap.atm_iv()
+        for k in range(i - 1, -1, -1):  # latest first, without copying the day's snapshots
+            iv = snaps[k].atm_iv()
             if iv is not None:
-                return snap, iv
+                return snaps[k], iv
         while allow_later and (snap := self.first_after(ticker, now)) is not None:
             iv = snap.atm_iv()
             if iv is not None:
