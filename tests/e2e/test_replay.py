@@ -229,3 +229,27 @@ def test_paper_exchange_serve_answers_alpaca_py(data_dir):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_replay_hides_its_inputs_from_the_collector_and_puts_everything_back_after():
+    """``long_lived_inputs``: during the loop what existed before is frozen and young objects are
+    collected at a higher threshold; cyclic garbage made during it is still collected; after it the
+    thresholds are the process's again and nothing stays frozen (a test run replays many times)."""
+    import gc
+    import weakref
+
+    from ops_pipeline.replay import YOUNG_COLLECTION_OBJECTS, long_lived_inputs
+
+    class Node:
+        pass
+
+    before = gc.get_threshold()
+    with long_lived_inputs():
+        assert gc.get_freeze_count() > 0 and gc.get_threshold() == (YOUNG_COLLECTION_OBJECTS, *before[1:])
+        cycle = Node()
+        cycle.self = cycle
+        gone = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert gone() is None  # garbage made inside is still found
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
