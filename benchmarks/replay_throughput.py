@@ -25,6 +25,7 @@ import logging
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def run_one(args: argparse.Namespace) -> dict:
         decisions = conn.execute(select(func.count()).select_from(dispatch_decisions)).scalar_one()
         executions = conn.execute(select(func.count()).select_from(dispatch_executions)).scalar_one()
     db.dispose()
+    shutil.rmtree(tmp, ignore_errors=True)  # the replay's SQLite file (tens to hundreds of MB)
     return {"database": args.one, "bars": stats.bars, "sessions": stats.sessions, "minutes": stats.minutes,
             "recommendations": stats.recommendations, "account_runs": stats.dispatcher_runs + stats.position_manager_runs,
             "decisions": decisions, "executions": executions, "load_secs": loaded - started, "replay_secs": elapsed,
