@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -86,6 +87,11 @@ YOUNG_COLLECTION_OBJECTS = 20_000
 objects); an account run allocates a few thousand."""
 
 
+_COLLECTOR = threading.Lock()
+_collector_users = 0
+_collector_thresholds: tuple[int, ...] = ()
+
+
 @contextmanager
 def long_lived_inputs() -> Iterator[None]:
     """For a replay's loop: what exists when it starts (the loaded bars and option chains, millions
@@ -93,17 +99,25 @@ def long_lived_inputs() -> Iterator[None]:
     (``gc.freeze``) and young objects are collected every :data:`YOUNG_COLLECTION_OBJECTS`
     allocations. Without it every full collection walks the inputs again: 1.4–1.8 s of collector in
     the six-month replay, 0.3 s with it (measured 2026-12-06, docs/performance.md). Nothing is
-    collected less: garbage among new objects is still found, only later. On leaving, the threshold
-    is restored and the frozen objects are handed back to the oldest generation."""
-    thresholds = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(YOUNG_COLLECTION_OBJECTS, *thresholds[1:])
+    collected less: garbage among new objects is still found, only later. When the last replay of
+    the process leaves (several may run at once in threads: a Dask worker's), the thresholds it
+    found are restored and the frozen objects handed back to the oldest generation."""
+    global _collector_users, _collector_thresholds
+    with _COLLECTOR:
+        if _collector_users == 0:
+            _collector_thresholds = gc.get_threshold()
+            gc.collect()
+            gc.set_threshold(YOUNG_COLLECTION_OBJECTS, *_collector_thresholds[1:])
+        gc.freeze()
+        _collector_users += 1
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        with _COLLECTOR:
+            _collector_users -= 1
+            if _collector_users == 0:
+                gc.set_threshold(*_collector_thresholds)
+                gc.unfreeze()
 
 
 def run_replay(db: Database, settings: ReplaySettings, progress: ProgressFn | None = None,

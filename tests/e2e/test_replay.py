@@ -234,8 +234,10 @@ def test_paper_exchange_serve_answers_alpaca_py(data_dir):
 def test_a_replay_hides_its_inputs_from_the_collector_and_puts_everything_back_after():
     """``long_lived_inputs``: during the loop what existed before is frozen and young objects are
     collected at a higher threshold; cyclic garbage made during it is still collected; after it the
-    thresholds are the process's again and nothing stays frozen (a test run replays many times)."""
+    thresholds are the process's again and nothing stays frozen (a test run replays many times),
+    also when two replays overlap in threads."""
     import gc
+    import threading
     import weakref
 
     from ops_pipeline.replay import YOUNG_COLLECTION_OBJECTS, long_lived_inputs
@@ -252,4 +254,23 @@ def test_a_replay_hides_its_inputs_from_the_collector_and_puts_everything_back_a
         del cycle
         gc.collect()
         assert gone() is None  # garbage made inside is still found
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    # two replays at once in threads (a Dask worker's): the second to leave restores what the first found
+    first_in, second_in, first_out = (threading.Event() for _ in range(3))
+
+    def replay(entered: threading.Event, leave: threading.Event | None) -> None:
+        with long_lived_inputs():
+            entered.set()
+            if leave is not None:
+                leave.wait(10)
+
+    one = threading.Thread(target=replay, args=(first_in, first_out))
+    one.start()
+    first_in.wait(10)
+    two = threading.Thread(target=replay, args=(second_in, None))
+    two.start()
+    two.join(10)
+    assert gc.get_threshold()[0] == YOUNG_COLLECTION_OBJECTS  # the first is still replaying
+    first_out.set()
+    one.join(10)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
