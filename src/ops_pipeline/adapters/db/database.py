@@ -345,19 +345,30 @@ def _on_cursor(conn: Connection, sql: str, parameters: tuple) -> tuple[list[str]
     return keys, rows
 
 
-def _driver_plan(dialect: Any, key: tuple[Hashable, ...], build: Callable[[], Any],  # noqa: ANN401 - a Dialect
-                 column_keys: tuple[str, ...] | None, on_driver: bool) -> _DriverPlan | None:
-    """The statement's SQL and parameters for the driver (see :data:`_DRIVER_PLANS`), made once."""
+def _plans_of(dialect: Any) -> dict[tuple[Hashable, ...], Any]:  # noqa: ANN401 - a Dialect
+    """``dialect``'s plans in :data:`_DRIVER_PLANS` (made empty the first time)."""
     plans = _DRIVER_PLANS.get(dialect)
     if plans is None:
         plans = _DRIVER_PLANS[dialect] = {}
+    return plans
+
+
+def _bind_processor(bind: Any, dialect: Any) -> Callable[[Any], Any] | None:  # noqa: ANN401 - a BindParameter, a Dialect
+    """The processor SQLAlchemy applies to ``bind``'s value on ``dialect`` (None: sent as it is)."""
+    return bind.type.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _driver_plan(dialect: Any, key: tuple[Hashable, ...], build: Callable[[], Any],  # noqa: ANN401 - a Dialect
+                 column_keys: tuple[str, ...] | None, on_driver: bool) -> _DriverPlan | None:
+    """The statement's SQL and parameters for the driver (see :data:`_DRIVER_PLANS`), made once."""
+    plans = _plans_of(dialect)
     if key not in plans:
         plan = None
         if on_driver and dialect.name == "sqlite" and dialect.paramstyle == "qmark":
             compiled = build().compile(dialect=dialect, column_keys=list(column_keys) if column_keys else None)
             assert compiled.positiontup is not None
             binds = [compiled.binds[name] for name in compiled.positiontup]
-            processors = [bind.type.dialect_impl(dialect).bind_processor(dialect) for bind in binds]
+            processors = [_bind_processor(bind, dialect) for bind in binds]
             processed = tuple((i, process, _memo_key(bind.type))
                               for i, (bind, process) in enumerate(zip(binds, processors, strict=True)) if process is not None)
             plan = _DriverPlan(compiled.string, tuple(bind.key for bind in binds), processed, [{} for _ in processed])
@@ -440,9 +451,7 @@ def _read_plan(dialect: Any, statement: Any) -> _ReadPlan | None:  # noqa: ANN40
     """``statement``'s :class:`_ReadPlan` on SQLite (qmark), made once per dialect; None where
     SQLAlchemy runs it: a statement not built by ``prepared`` (built anew each time: its plan could
     not be kept), one with an expanding, literal or computed parameter, any other dialect."""
-    plans = _DRIVER_PLANS.get(dialect)
-    if plans is None:
-        plans = _DRIVER_PLANS[dialect] = {}
+    plans = _plans_of(dialect)
     key = ("read", id(statement))
     if key in plans:
         return plans[key]  # type: ignore[return-value]
@@ -454,7 +463,7 @@ def _read_plan(dialect: Any, statement: Any) -> _ReadPlan | None:  # noqa: ANN40
         if simple and not compiled.literal_execute_params and not compiled.post_compile_params:
             params = []
             for bind in binds:
-                process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                process = _bind_processor(bind, dialect)
                 value = bind.effective_value
                 params.append((bind.key, process, _NOT_GIVEN if bind.required else
                                (process(value) if process is not None and value is not None else value)))
